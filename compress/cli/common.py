@@ -1,0 +1,170 @@
+"""What every command shares: errors and exit codes, progress on stderr, evaluation options, output."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from compress.errors import CompressError
+
+# stdout carries data (--json -); stderr carries status, tables and progress.
+stderr = Console(stderr=True, highlight=False)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Turn CompressError into one sentence on stderr and exit code 2; Ctrl-C into exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CompressError as exc:
+            stderr.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            stderr.print("[yellow]interrupted[/]: nothing partial was left behind.")
+            sys.exit(130)
+
+    return wrapper
+
+
+class RichProgress:
+    """Renders compress.progress.Progress calls as a rich progress bar on stderr."""
+
+    def __init__(self, console: Console = stderr):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self._task = None
+
+    def start(self, description: str, total: int | None = None) -> None:
+        self.done()
+        self._progress.start()
+        self._task = self._progress.add_task(description, total=total)
+
+    def advance(self, steps: int = 1) -> None:
+        if self._task is not None:
+            self._progress.advance(self._task, steps)
+
+    def done(self) -> None:
+        if self._task is not None:
+            self._progress.remove_task(self._task)
+            self._task = None
+        self._progress.stop()
+
+
+def make_progress(quiet: bool):
+    """A progress bar on an interactive stderr; nothing with -q or when stderr is a log file or pipe."""
+    from compress.progress import NoProgress
+
+    return RichProgress() if not quiet and stderr.is_terminal else NoProgress()
+
+
+def split_list(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bars or tables on stderr.")
+json_option = click.option(
+    "--json", "json_path", metavar="PATH", help="Write the report as JSON to PATH ('-' for stdout)."
+)
+
+
+def eval_options(fn: Callable) -> Callable:
+    """Options of the evaluator, shared by every command that evaluates."""
+    options = [
+        click.option(
+            "--task", default="auto", show_default=True, help="Accuracy task: auto, classification, fidelity."
+        ),
+        click.option(
+            "--data", metavar="PATH|NAME", help="Labelled data (.jsonl/.csv) or a built-in set (spam)."
+        ),
+        click.option("--limit", type=int, metavar="N", help="Use at most N rows per split (quick runs)."),
+        click.option(
+            "--device",
+            "devices",
+            default="cpu,cuda",
+            show_default=True,
+            help="Devices to time on, comma-separated; an absent GPU is reported as unavailable.",
+        ),
+        click.option(
+            "--runtime",
+            "runtimes",
+            default="torch",
+            show_default=True,
+            help="Runtimes to time, comma-separated.",
+        ),
+        click.option("--batch-size", type=int, default=8, show_default=True, help="Latency batch size."),
+        click.option("--seq-len", type=int, default=128, show_default=True, help="Latency sequence length."),
+        click.option("--threads", type=int, help="CPU threads for latency (default: torch's setting)."),
+        click.option(
+            "--budget",
+            type=float,
+            default=30.0,
+            show_default=True,
+            help="Seconds of timing per device and runtime, at most.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def evaluate_from_options(candidate: Any, baseline: Any, opts: dict, progress) -> Any:
+    from compress.eval import evaluate
+    from compress.eval.latency import LatencySettings
+
+    settings = LatencySettings.from_dict(
+        {
+            "batch_size": opts["batch_size"],
+            "seq_len": opts["seq_len"],
+            "threads": opts["threads"],
+            "budget_s": opts["budget"],
+        }
+    )
+    return evaluate(
+        candidate,
+        baseline,
+        task=opts["task"],
+        data=opts["data"],
+        limit=opts["limit"],
+        runtimes=split_list(opts["runtimes"]),
+        devices=split_list(opts["devices"]),
+        latency=settings,
+        progress=progress,
+    )
+
+
+def write_text(path: str, text: str) -> None:
+    """Write to stdout for '-', else atomically to a file."""
+    if path == "-":
+        click.echo(text, nl=not text.endswith("\n"))
+        return
+    from compress.checkpoint import atomic_file
+
+    with atomic_file(Path(path)) as tmp:
+        tmp.write_text(text)
+
+
+def emit_report(report: Any, json_path: str | None, quiet: bool) -> None:
+    from compress.cli.render import report_table
+
+    if not quiet:
+        stderr.print(report_table(report))
+        for note in report.notes:
+            stderr.print(f"[dim]- {note}[/]", soft_wrap=True)
+    if json_path:
+        write_text(json_path, report.to_json() + "\n")

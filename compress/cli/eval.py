@@ -1,0 +1,38 @@
+"""`compress eval`: compare a candidate checkpoint with its baseline."""
+
+from __future__ import annotations
+
+import click
+
+from compress.cli.common import (
+    emit_report,
+    eval_options,
+    evaluate_from_options,
+    handle_errors,
+    json_option,
+    make_progress,
+    quiet_option,
+)
+
+
+@click.command(name="eval")
+@click.argument("candidate", type=click.Path(path_type=str))
+@click.option(
+    "--baseline",
+    required=True,
+    type=click.Path(path_type=str),
+    help="The checkpoint the candidate is compared with.",
+)
+@eval_options
+@json_option
+@quiet_option
+@handle_errors
+def eval_command(candidate: str, baseline: str, json_path: str | None, quiet: bool, **eval_opts) -> None:
+    """Evaluate CANDIDATE against BASELINE: size, accuracy retention, latency.
+
+    \b
+    compress eval out/model.safetensors --baseline model.safetensors --json report.json
+    """
+    progress = make_progress(quiet)
+    report = evaluate_from_options(candidate, baseline, eval_opts, progress)
+    emit_report(report, json_path, quiet)

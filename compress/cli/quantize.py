@@ -1,0 +1,96 @@
+"""`compress quantize`: one quantize pass on a checkpoint, then the evaluation against it."""
+
+from __future__ import annotations
+
+import click
+
+from compress.cli.common import (
+    emit_report,
+    eval_options,
+    evaluate_from_options,
+    handle_errors,
+    json_option,
+    make_progress,
+    quiet_option,
+    stderr,
+)
+
+
+@click.command()
+@click.argument("source", type=click.Path(path_type=str))
+@click.option(
+    "-o", "--output", metavar="DIR", help="Output folder (default: <input folder>-<scheme> beside it)."
+)
+@click.option(
+    "--scheme",
+    type=click.Choice(["int8", "int4"]),
+    default="int8",
+    show_default=True,
+    help="int8: per output channel, symmetric. int4: group-wise.",
+)
+@click.option(
+    "--group-size", type=int, default=128, show_default=True, help="INT4 group size (power of two)."
+)
+@click.option("--asymmetric", is_flag=True, help="INT4 with a stored zero point per group.")
+@click.option(
+    "--method", default="rtn", show_default=True, help="How codes are chosen: rtn (round to nearest)."
+)
+@click.option(
+    "--embeddings", is_flag=True, help="Quantize embedding tables too (Linear layers only by default)."
+)
+@click.option("--include", multiple=True, metavar="GLOB", help="Only layers whose name matches (repeatable).")
+@click.option(
+    "--exclude", multiple=True, metavar="GLOB", help="Leave layers whose name matches (repeatable)."
+)
+@click.option("--no-eval", is_flag=True, help="Write the checkpoint and stop; no evaluation.")
+@eval_options
+@json_option
+@quiet_option
+@handle_errors
+def quantize(
+    source: str,
+    output: str | None,
+    scheme: str,
+    group_size: int,
+    asymmetric: bool,
+    method: str,
+    embeddings: bool,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    no_eval: bool,
+    json_path: str | None,
+    quiet: bool,
+    **eval_opts,
+) -> None:
+    """Quantize the weights of SOURCE (a .safetensors file or its folder) and evaluate the result.
+
+    \b
+    compress quantize model.safetensors                     # INT8, Linear layers
+    compress quantize model.safetensors --embeddings        # INT8, embeddings too
+    compress quantize model.safetensors --scheme int4 --group-size 32 -o out/ --json report.json
+    """
+    from compress.passes.quantize import QuantizeConfig
+    from compress.pipeline import compress_checkpoint, default_output_dir
+
+    cfg = QuantizeConfig.from_dict(
+        {
+            "scheme": scheme,
+            "group_size": group_size,
+            "symmetric": not asymmetric,
+            "method": method,
+            "targets": {
+                "types": ["linear", "embedding"] if embeddings else ["linear"],
+                "include": list(include) or ["*"],
+                "exclude": list(exclude),
+            },
+        }
+    )
+    out = output or str(default_output_dir(source, scheme))
+    progress = make_progress(quiet)
+    artifact = compress_checkpoint(source, cfg, out, progress=progress)
+    if not quiet:
+        stderr.print(f"wrote [bold]{artifact.path}[/] ({cfg.describe()}, {len(artifact.changes)} weights)")
+    if no_eval:
+        return
+    report = evaluate_from_options(artifact.path, source, eval_opts, progress)
+    emit_report(report, json_path, quiet)

@@ -1,0 +1,90 @@
+"""Size on disk, parameter counts, bits per weight, and the per-tensor error of encoded weights."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from compress.checkpoint import SafetensorsFile
+from compress.formats import CODECS, decode, read_compression_info
+from compress.model import Model
+
+
+def parameter_count(file: SafetensorsFile) -> int:
+    """Logical number of stored values: an encoded weight counts as its original shape."""
+    info = read_compression_info(file.metadata, str(file.path))
+    encoded = info.tensors if info else {}
+    parts = {p for name, meta in encoded.items() for p in CODECS[meta["scheme"]].part_names(name, meta)}
+    count = sum(math.prod(meta["shape"]) for meta in encoded.values())
+    count += sum(t.numel for n, t in file.tensors.items() if n not in parts)
+    return count
+
+
+def module_bytes(module) -> tuple[int, int]:
+    """(bytes, parameter count) of a module's tensors as compress would store them."""
+    from compress.artifact import export_state
+
+    tensors, encoded = export_state(module)
+    nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
+    parts = {p for name, meta in encoded.items() for p in CODECS[meta["scheme"]].part_names(name, meta)}
+    count = sum(math.prod(m["shape"]) for m in encoded.values())
+    count += sum(t.numel() for n, t in tensors.items() if n not in parts)
+    return nbytes, count
+
+
+def size_section(candidate: Model, baseline: Model) -> dict:
+    cand_bytes, cand_params, where = _bytes_and_params(candidate)
+    base_bytes, base_params, _ = _bytes_and_params(baseline)
+    return {
+        "bytes": cand_bytes,
+        "baseline_bytes": base_bytes,
+        "ratio": cand_bytes / base_bytes if base_bytes else None,
+        "parameters": cand_params,
+        "baseline_parameters": base_params,
+        "bits_per_weight": 8 * cand_bytes / cand_params if cand_params else None,
+        "baseline_bits_per_weight": 8 * base_bytes / base_params if base_params else None,
+        "measured": where,
+    }
+
+
+def _bytes_and_params(model: Model) -> tuple[int, int, str]:
+    if model.checkpoint is not None:
+        file = SafetensorsFile(model.checkpoint)
+        return model.checkpoint.stat().st_size, parameter_count(file), "file on disk"
+    nbytes, count = module_bytes(model.module)
+    return nbytes, count, "tensors in memory (not saved)"
+
+
+def tensor_errors(candidate: Path, baseline: Path) -> list[dict]:
+    """SQNR of every encoded weight of `candidate` against the same weight in `baseline`, one at a time."""
+    from compress.passes.quantize.rtn import sqnr_db
+
+    cand = SafetensorsFile(candidate)
+    base = SafetensorsFile(baseline)
+    info = read_compression_info(cand.metadata, str(candidate))
+    if info is None:
+        return []
+    rows = []
+    for name, meta in info.tensors.items():
+        if name not in base:
+            continue
+        names = CODECS[meta["scheme"]].part_names(name, meta)
+        encoded = decode({n: cand.read(n) for n in names}, _only(info, name))[name]
+        reference = base.read(name)
+        if tuple(reference.shape) != tuple(meta["shape"]):
+            continue  # reshaped by a structural pass: no like-for-like comparison
+        rows.append(
+            {
+                "name": name,
+                "scheme": meta["scheme"],
+                "group_size": meta.get("group_size"),
+                "sqnr_db": sqnr_db(reference, encoded.dequantize()),
+            }
+        )
+    return rows
+
+
+def _only(info, name: str):
+    from dataclasses import replace
+
+    return replace(info, tensors={name: info.tensors[name]})

@@ -1,0 +1,319 @@
+"""Accuracy tasks: each scores baseline and candidate the same way and gives a retention ratio.
+
+retention = candidate / baseline for higher-is-better metrics (baseline / candidate otherwise).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from compress.errors import BadInput
+from compress.eval.calls import call_module, main_output
+from compress.eval.data import LabelledTexts, load_labelled, load_text
+from compress.eval.text import require_tokenizer, sentence_embeddings, tokenize
+from compress.model import Model
+
+
+@dataclass
+class AccuracyResult:
+    status: str  # "ok" | "unavailable"
+    task: str | None = None
+    metric: str | None = None
+    value: float | None = None
+    baseline: float | None = None
+    retention: float | None = None
+    higher_is_better: bool = True
+    details: dict = field(default_factory=dict)
+    reason: str | None = None
+
+    @classmethod
+    def unavailable(cls, reason: str, task: str | None = None) -> AccuracyResult:
+        return cls(status="unavailable", task=task, reason=reason)
+
+
+def retention(value: float, baseline: float, higher_is_better: bool) -> float | None:
+    if higher_is_better:
+        return value / baseline if baseline else None
+    return baseline / value if value else None
+
+
+class Task(ABC):
+    name: str
+    metric: str
+    higher_is_better: bool = True
+
+    @abstractmethod
+    def run(self, baseline: Model, candidate: Model, progress=None) -> AccuracyResult: ...
+
+    def result(self, value: float, baseline: float, details: dict) -> AccuracyResult:
+        return AccuracyResult(
+            status="ok",
+            task=self.name,
+            metric=self.metric,
+            value=value,
+            baseline=baseline,
+            retention=retention(value, baseline, self.higher_is_better),
+            higher_is_better=self.higher_is_better,
+            details=details,
+        )
+
+
+def fit_probe(features, labels: list[int], num_classes: int, ridge: float = 1e-2):
+    """Deterministic linear probe: one-vs-rest ridge regression, solved in closed form."""
+    import torch
+
+    x = torch.cat([features.double(), torch.ones(len(features), 1, dtype=torch.float64)], dim=1)
+    y = torch.full((len(labels), num_classes), -1.0, dtype=torch.float64)
+    y[torch.arange(len(labels)), torch.tensor(labels)] = 1.0
+    gram = x.T @ x + ridge * torch.eye(x.shape[1], dtype=torch.float64)
+    return torch.linalg.solve(gram, x.T @ y)
+
+
+def predict(weights, features) -> list[int]:
+    import torch
+
+    x = torch.cat([features.double(), torch.ones(len(features), 1, dtype=torch.float64)], dim=1)
+    return (x @ weights).argmax(dim=1).tolist()
+
+
+def accuracy_and_f1(predicted: list[int], truth: list[int], num_classes: int) -> tuple[float, float]:
+    correct = sum(p == t for p, t in zip(predicted, truth, strict=True))
+    f1s = []
+    for c in range(num_classes):
+        tp = sum(p == c and t == c for p, t in zip(predicted, truth, strict=True))
+        fp = sum(p == c and t != c for p, t in zip(predicted, truth, strict=True))
+        fn = sum(p != c and t == c for p, t in zip(predicted, truth, strict=True))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0)
+    return correct / len(truth), sum(f1s) / num_classes
+
+
+class ProbeClassification(Task):
+    """Accuracy of a linear probe fitted on the baseline's sentence embeddings.
+
+    Both models are scored with the same probe on the same held-out texts, each with its own
+    embeddings: the candidate loses accuracy exactly where compression moved its embeddings.
+    """
+
+    name = "classification"
+    metric = "accuracy"
+
+    def __init__(self, data: LabelledTexts | None = None, max_length: int = 128, batch_size: int = 32):
+        self.data = data or load_labelled("spam")
+        self.max_length = max_length
+        self.batch_size = batch_size
+
+    def _embed(self, model: Model, texts: list[str], progress):
+        return sentence_embeddings(
+            model, texts, batch_size=self.batch_size, max_length=self.max_length, progress=progress
+        )
+
+    def run(self, baseline: Model, candidate: Model, progress=None) -> AccuracyResult:
+        d = self.data
+        if progress:
+            progress.start(
+                "embedding (probe fit + scoring)", total=len(d.train_texts) + 2 * len(d.test_texts)
+            )
+        train = self._embed(baseline, d.train_texts, progress)
+        base_test = self._embed(baseline, d.test_texts, progress)
+        cand_test = self._embed(candidate, d.test_texts, progress)
+        if progress:
+            progress.done()
+        probe = fit_probe(train, d.train_labels, d.num_classes)
+        base_acc, base_f1 = accuracy_and_f1(predict(probe, base_test), d.test_labels, d.num_classes)
+        cand_acc, cand_f1 = accuracy_and_f1(predict(probe, cand_test), d.test_labels, d.num_classes)
+        cosine = (base_test * cand_test).sum(dim=1)
+        return self.result(
+            cand_acc,
+            base_acc,
+            {
+                "dataset": d.name,
+                "n_fit": len(d.train_texts),
+                "n_scored": len(d.test_texts),
+                "labels": d.label_names,
+                "macro_f1": cand_f1,
+                "baseline_macro_f1": base_f1,
+                "probe": "one-vs-rest ridge regression on the baseline's mean-pooled embeddings",
+                "embedding_cosine_mean": cosine.mean().item(),
+                "embedding_cosine_min": cosine.min().item(),
+                "max_length": self.max_length,
+            },
+        )
+
+
+class Fidelity(Task):
+    """Agreement of the candidate's outputs with the baseline's on sample inputs; needs no labels.
+
+    value: mean cosine similarity of the output vectors (per token for a language model, per
+    sentence for an encoder). details: worst cosine, top-1 agreement (language models), KL divergence.
+    """
+
+    name = "fidelity"
+    metric = "cosine"
+
+    def __init__(
+        self, texts: list[str] | None = None, max_length: int = 128, batch_size: int = 8, inputs=None
+    ):
+        self.texts = texts
+        self.inputs = inputs
+        self.max_length = max_length
+        self.batch_size = batch_size
+
+    def run(self, baseline: Model, candidate: Model, progress=None) -> AccuracyResult:
+        import torch
+
+        if baseline.family == "encoder":
+            texts = self.texts or load_labelled("spam", limit=64).test_texts
+            b = sentence_embeddings(baseline, texts, max_length=self.max_length)
+            c = sentence_embeddings(candidate, texts, max_length=self.max_length)
+            cos = (b * c).sum(dim=1)
+            return self.result(
+                cos.mean().item(),
+                1.0,
+                {"cosine_min": cos.min().item(), "n": len(texts), "outputs": "sentence embeddings"},
+            )
+        b_out, c_out = self._outputs(baseline, candidate)
+        cos = torch.nn.functional.cosine_similarity(b_out, c_out, dim=-1)
+        details = {"cosine_min": cos.min().item(), "n": int(cos.numel()), "outputs": "last dimension"}
+        if b_out.shape[-1] > 1:
+            details["top1_agreement"] = (b_out.argmax(-1) == c_out.argmax(-1)).float().mean().item()
+            logp_b = torch.log_softmax(b_out.double(), dim=-1)
+            logp_c = torch.log_softmax(c_out.double(), dim=-1)
+            details["kl"] = (logp_b.exp() * (logp_b - logp_c)).sum(-1).mean().item()
+        return self.result(cos.mean().item(), 1.0, details)
+
+    def _outputs(self, baseline: Model, candidate: Model):
+        import torch
+
+        with torch.inference_mode():
+            if self.inputs is not None:
+                outs = [main_output(call_module(m.module, self.inputs)) for m in (baseline, candidate)]
+                return outs[0], outs[1]
+            if baseline.tokenizer is None:
+                raise BadInput("the fidelity task needs sample inputs for a model without a tokenizer.")
+            texts = self.texts or load_labelled("spam", limit=16).test_texts
+            outs_b, outs_c = [], []
+            for start in range(0, len(texts), self.batch_size):
+                batch = tokenize(baseline, texts[start : start + self.batch_size], self.max_length)
+                keep = batch["attention_mask"].bool()
+                outs_b.append(main_output(baseline.module(**batch))[keep].float())
+                outs_c.append(main_output(candidate.module(**batch))[keep].float())
+            return torch.cat(outs_b), torch.cat(outs_c)
+
+
+class Perplexity(Task):
+    """Perplexity of a causal language model on a text, with a sliding window.
+
+    Windows of `window` tokens advance by `stride`; each token is scored once, with the context of
+    its window (tokens that open a window without overlap are not scored). At most `max_tokens`
+    tokens of the text are used, so a run takes minutes, not hours, on a CPU.
+    """
+
+    name = "causal-lm"
+    metric = "perplexity"
+    higher_is_better = False
+
+    def __init__(
+        self, text: str, source: str, window: int = 512, stride: int | None = None, max_tokens: int = 8192
+    ):
+        stride = stride or window
+        if stride < 1 or stride > window:
+            raise BadInput(f"causal-lm: stride {stride} must be between 1 and the window ({window}).")
+        self.text, self.source = text, source
+        self.window, self.stride, self.max_tokens = window, stride, max_tokens
+
+    def token_ids(self, model: Model):
+        import torch
+
+        tok = require_tokenizer(model)
+        ids = tok(self.text, add_special_tokens=False)["input_ids"][: self.max_tokens]
+        if len(ids) < self.window:
+            raise BadInput(
+                f"{self.source}: has {len(ids)} tokens; one window needs {self.window} (give a longer text "
+                "or a smaller window)."
+            )
+        return torch.tensor(ids, dtype=torch.long)
+
+    def perplexity(self, model: Model, ids, progress=None) -> tuple[float, int]:
+        import math
+
+        import torch
+        import torch.nn.functional as F
+
+        nll, count, scored_until, begin = 0.0, 0, 0, 0
+        with torch.inference_mode():
+            while scored_until < len(ids) and len(ids) - begin >= 2:
+                end = min(begin + self.window, len(ids))
+                chunk = ids[begin:end][None]
+                logits = main_output(model.module(input_ids=chunk))[0, :-1]
+                targets = chunk[0, 1:]
+                first_new = max(scored_until - begin - 1, 0)  # targets before it were scored already
+                nll += F.cross_entropy(
+                    logits[first_new:].float(), targets[first_new:], reduction="sum"
+                ).item()
+                count += len(targets) - first_new
+                scored_until, begin = end, begin + self.stride
+                if progress:
+                    progress.advance()
+        return math.exp(nll / count), count
+
+    def run(self, baseline: Model, candidate: Model, progress=None) -> AccuracyResult:
+        import time
+
+        ids = self.token_ids(baseline)
+        windows = max(1, -(-(len(ids) - self.window) // self.stride) + 1)
+        if progress:
+            progress.start("perplexity", total=2 * windows)
+        started = time.perf_counter()
+        base, count = self.perplexity(baseline, ids, progress)
+        base_seconds = time.perf_counter() - started
+        cand, _ = self.perplexity(candidate, ids, progress)
+        cand_seconds = time.perf_counter() - started - base_seconds
+        if progress:
+            progress.done()
+        return self.result(
+            cand,
+            base,
+            {
+                "text": self.source,
+                "tokens_scored": count,
+                "window": self.window,
+                "stride": self.stride,
+                "seconds": cand_seconds,
+                "baseline_seconds": base_seconds,
+            },
+        )
+
+
+def pick_task(
+    baseline: Model, task: str = "auto", data: str | None = None, inputs=None, limit: int | None = None
+) -> tuple[Task | None, str]:
+    """The task to run, and a sentence saying what was picked and why (or why none)."""
+    if not baseline.runnable:
+        return None, "no architecture (config.json) beside the checkpoint: accuracy and latency need one"
+    if task == "auto":
+        if baseline.family == "encoder" and baseline.tokenizer is not None:
+            task = "classification"
+        elif baseline.family == "causal-lm" and baseline.tokenizer is not None:
+            task = "causal-lm"
+        else:
+            task = "fidelity"
+        article = "an" if baseline.family[0] in "aeiou" else "a"
+        why = f"task auto: picked '{task}' for {article} {baseline.family} model"
+    else:
+        why = f"task '{task}' as asked"
+    if task == "classification":
+        if baseline.family != "encoder":
+            raise BadInput(f"the classification probe needs an encoder; this model is a {baseline.family}.")
+        return ProbeClassification(load_labelled(data or "spam", limit=limit)), why
+    if task == "causal-lm":
+        if baseline.family != "causal-lm":
+            raise BadInput(
+                f"the causal-lm task needs a causal language model; this model is a {baseline.family}."
+            )
+        return Perplexity(load_text(data or "wiki"), data or "wiki (built-in, test half)"), why
+    if task == "fidelity":
+        if inputs is None and baseline.tokenizer is None:
+            return None, "fidelity needs sample inputs for a model without a tokenizer"
+        return Fidelity(inputs=inputs), why
+    raise BadInput(f"unknown task '{task}'; valid: auto, classification, causal-lm, fidelity.")

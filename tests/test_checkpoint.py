@@ -1,0 +1,114 @@
+"""Reading, writing and validating safetensors files; atomic outputs."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from compress.checkpoint import SafetensorsFile, StreamingWriter, atomic_output_dir, save_tensors
+from compress.errors import BadInput
+
+
+def test_round_trip_every_dtype_and_readable_by_safetensors(tmp_path):
+    tensors = {
+        "f32": torch.randn(3, 4),
+        "f16": torch.randn(5).half(),
+        "bf16": torch.randn(2, 2).bfloat16(),
+        "i8": torch.randint(-128, 127, (7,), dtype=torch.int8),
+        "u8": torch.randint(0, 255, (2, 3), dtype=torch.uint8),
+        "i64": torch.arange(4),
+        "scalar": torch.tensor(2.5),
+        "empty": torch.zeros(0, 3),
+    }
+    path = tmp_path / "t.safetensors"
+    save_tensors(path, tensors, {"k": "v"})
+    ours = SafetensorsFile(path)
+    assert ours.metadata == {"k": "v"}
+    reference = load_file(str(path))
+    for name, t in tensors.items():
+        assert torch.equal(ours.read(name), t), name
+        assert torch.equal(reference[name], t), name
+
+
+def test_streaming_writer_checks_declared_order_and_shapes(tmp_path):
+    writer = StreamingWriter(tmp_path / "s.safetensors")
+    writer.declare("a", "F32", (2,))
+    writer.declare("b", "I8", (3,))
+    with pytest.raises(RuntimeError):
+        writer.write("b", torch.zeros(3, dtype=torch.int8))
+    writer._file.close()
+
+
+def _write_header(path, header: bytes, data: bytes = b"") -> None:
+    path.write_bytes(struct.pack("<Q", len(header)) + header + data)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "truncated"),
+        (b"\x05\x00", "truncated"),
+        (struct.pack("<Q", 10**12), "implausible header length"),
+        (struct.pack("<Q", 100) + b"{}", "header runs past the end"),
+        (struct.pack("<Q", 4) + b"nope", "not valid JSON"),
+        (b"PK\x03\x04" + b"\x00" * 64, "pickle"),
+        (b"\x80\x02" + b"\x00" * 64, "pickle"),
+    ],
+)
+def test_bad_files_give_one_clear_sentence(tmp_path, content, message):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(BadInput, match=message) as info:
+        SafetensorsFile(path)
+    assert str(path) in str(info.value)
+
+
+def test_truncated_data_section_is_detected(tmp_path):
+    path = tmp_path / "t.safetensors"
+    save_tensors(path, {"w": torch.randn(100, 100)})
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(BadInput, match="truncated"):
+        SafetensorsFile(path)
+
+
+def test_offsets_that_disagree_with_shape_are_corrupt(tmp_path):
+    path = tmp_path / "t.safetensors"
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}).encode()
+    _write_header(path, header, b"\x00" * 16)
+    with pytest.raises(BadInput, match="offsets"):
+        SafetensorsFile(path)
+
+
+def test_pickle_suffix_and_missing_and_folder(tmp_path):
+    pt = tmp_path / "model.bin"
+    torch.save({"w": torch.zeros(2)}, pt)
+    with pytest.raises(BadInput, match="pickle"):
+        SafetensorsFile(pt)
+    with pytest.raises(BadInput, match="no such file"):
+        SafetensorsFile(tmp_path / "absent.safetensors")
+    with pytest.raises(BadInput, match="is a folder"):
+        SafetensorsFile(tmp_path)
+
+
+def test_atomic_output_dir_leaves_nothing_on_failure(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError), atomic_output_dir(out) as stage:
+        (stage / "model.safetensors").write_bytes(b"half")
+        raise ValueError("boom")
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_output_dir_keeps_existing_folder_and_replaces_files(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    (out / "model.safetensors").write_text("old")
+    with atomic_output_dir(out) as stage:
+        (stage / "model.safetensors").write_text("new")
+    assert (out / "keep.txt").read_text() == "mine"
+    assert (out / "model.safetensors").read_text() == "new"

