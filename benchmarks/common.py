@@ -16,7 +16,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
-WORK = ROOT / "work"  # large scratch files; ignored by git
+# Large scratch files (converted models, synthetic checkpoints); ignored by git. Worktrees of the
+# same repository can share one with COMPRESS_BENCH_WORK so Gemma is converted once.
+WORK = Path(os.environ.get("COMPRESS_BENCH_WORK", ROOT / "work"))
 
 
 def minilm_path() -> Path:
