@@ -22,6 +22,8 @@ _EXPORTS = {
     "compress_checkpoint": "compress.pipeline:compress_checkpoint",
     "quantize": "compress.api:quantize",
     "Quantize": "compress.passes.quantize:QuantizeConfig",
+    "prune": "compress.api:prune",
+    "Prune": "compress.passes.prune:PruneConfig",
     "Targets": "compress.targets:Targets",
     "Recipe": "compress.recipe:Recipe",
     "Artifact": "compress.artifact:Artifact",
@@ -38,6 +40,7 @@ __all__ = [
     "CompressError",
     "LatencySettings",
     "Model",
+    "Prune",
     "Quantize",
     "Recipe",
     "Report",
@@ -47,6 +50,7 @@ __all__ = [
     "compress_checkpoint",
     "evaluate",
     "load",
+    "prune",
     "quantize",
 ]
 
@@ -66,12 +70,13 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from compress.api import quantize
+    from compress.api import prune, quantize
     from compress.artifact import Artifact
     from compress.errors import BadInput, CompressError
     from compress.eval import evaluate
     from compress.eval.latency import LatencySettings
     from compress.model import Model, load
+    from compress.passes.prune import PruneConfig as Prune
     from compress.passes.quantize import QuantizeConfig as Quantize
     from compress.pipeline import apply, compress_checkpoint
     from compress.recipe import Recipe

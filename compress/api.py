@@ -47,3 +47,56 @@ def quantize(
         }
     )
     return apply(model, cfg, data=data, progress=progress)
+
+
+def prune(
+    model: Any,
+    pattern: str = "unstructured",
+    sparsity: float | None = None,
+    *,
+    method: str = "magnitude",
+    scope: str = "layer",
+    round_to: int = 1,
+    embeddings: bool = False,
+    include: tuple[str, ...] = ("*",),
+    exclude: tuple[str, ...] = (),
+    data: Any = None,
+    calib_samples: int = 64,
+    calib_seq_len: int = 256,
+    progress=None,
+) -> Artifact:
+    """Prune a model and return the Artifact (in memory; `.save(dir)` writes it).
+
+    pattern: "unstructured", an N:M such as "2:4", "neurons", "heads" or "channels".
+    method: "magnitude"; "wanda" (unstructured, N:M) or "activation" (structured) use calibration
+    data: `data` is a built-in text ("wiki-train", the default), a text file, an .npz of inputs,
+    or ready inputs (tensors, CalibrationData). A model defined in code needs `data` for the
+    structured patterns too: the dependency analysis traces it on a sample.
+
+    Example:
+        >>> import compress as cz
+        >>> smaller = cz.prune("model.safetensors", "neurons", 0.3)                  # doctest: +SKIP
+        >>> sparse = cz.prune("model.safetensors", "2:4", method="wanda")            # doctest: +SKIP
+        >>> both = cz.apply("model.safetensors", [cz.Prune(pattern="neurons", sparsity=0.3),
+        ...                                       cz.Quantize(scheme="int8")])        # doctest: +SKIP
+    """
+    from compress.calib import DEFAULT_SOURCE, calibration_data
+    from compress.model import load
+    from compress.passes.prune import PruneConfig
+
+    types = ["linear", "conv", "embedding"] if embeddings else ["linear", "conv"]
+    cfg = PruneConfig.from_dict(
+        {
+            "pattern": pattern,
+            "sparsity": sparsity,
+            "method": method,
+            "scope": scope,
+            "round_to": round_to,
+            "targets": {"types": types, "include": list(include), "exclude": list(exclude)},
+        }
+    )
+    loaded = load(model, progress=progress)
+    if data is None and cfg.uses_data() and loaded.tokenizer is not None:
+        data = DEFAULT_SOURCE
+    data = calibration_data(data, loaded, n_samples=calib_samples, seq_len=calib_seq_len)
+    return apply(loaded, cfg, data=data, progress=progress)

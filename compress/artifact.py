@@ -27,6 +27,7 @@ class Artifact:
     source_sha256: str = ""
     path: Path | None = None
     config: Any | None = None  # a config rewritten by a pass (pruning); else the source's is copied
+    resized: frozenset[str] = frozenset()  # tensors a structural pass shrank (see compress.resize)
 
     def save(self, out_dir: str | Path) -> Path:
         """Write `model.safetensors` (and the model's side files) into `out_dir`, atomically."""
@@ -35,7 +36,12 @@ class Artifact:
         out = Path(out_dir)
         check_output_folder(out, self.source)
         tensors, encoded = export_state(self.model.module)
-        info = CompressionInfo(FORMAT_VERSION, __version__, self.source_sha256, self.recipe, encoded)
+        resized = {
+            name: list(encoded[name]["shape"] if name in encoded else tensors[name].shape)
+            for name in sorted(self.resized)
+            if name in tensors
+        }
+        info = CompressionInfo(FORMAT_VERSION, __version__, self.source_sha256, self.recipe, encoded, resized)
         with atomic_output_dir(out) as stage:
             save_tensors(stage / WEIGHTS_NAME, tensors, info.to_metadata())
             write_side_files(stage, self.source.parent if self.source else None, self.config)
@@ -65,7 +71,11 @@ def write_side_files(stage: Path, source_folder: Path | None, config: Any | None
 
 
 def export_state(module) -> tuple[dict, dict[str, dict]]:
-    """The tensors to store for a module, tied tensors once, and the metadata of each encoded weight."""
+    """The tensors to store for a module, tied tensors once, and the metadata of each encoded weight.
+
+    Weights that are mostly exact zeros (pruned) are stored as a bitmask plus the kept values.
+    """
+    from compress.formats.sparse import sparsify_state
     from compress.qmodules import _QuantizedWeight
 
     encoded = {
@@ -80,4 +90,4 @@ def export_state(module) -> tuple[dict, dict[str, dict]]:
             continue
         seen.add(key)
         tensors[name] = t.detach().contiguous()
-    return tensors, encoded
+    return sparsify_state(tensors, encoded)

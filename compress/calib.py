@@ -101,3 +101,11 @@ def _from_npz(path: Path, n_samples: int, seed: int) -> CalibrationData:
         [] if len(array) >= n_samples else [f"{path} has {len(array)} samples, fewer than {n_samples} asked"]
     )
     return CalibrationData(str(path), samples, None, seed, notes)
+
+
+def calibration_data(data: Any, model: Any, **options: Any) -> Any:
+    """Data for a pass: a built-in name or a file is loaded (with `model`'s tokenizer, `options` as in
+    load_calibration); CalibrationData, tensors or None are passed through as given."""
+    if isinstance(data, str | Path):
+        return load_calibration(data, tokenizer=getattr(model, "tokenizer", None), **options)
+    return data

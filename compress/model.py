@@ -110,8 +110,9 @@ def load(source: Any, *, module: Any | None = None, progress=None) -> Model:
     weights = resolve_checkpoint(source)
     file = SafetensorsFile(weights)
     info = read_compression_info(file.metadata, str(weights))
+    resized = info.resized if info else {}
     if module is not None:
-        loaded, notes = load_into(module, decode(file.read_all(), info), str(weights))
+        loaded, notes = load_into(module, decode(file.read_all(), info), str(weights), resized=resized)
         return Model(module=loaded, family="module", checkpoint=weights, compression=info, notes=notes)
     config = load_config(weights.parent)
     if config is None:
@@ -119,7 +120,7 @@ def load(source: Any, *, module: Any | None = None, progress=None) -> Model:
     if progress:
         progress.start(f"loading {weights.parent.name}", total=None)
     tensors = decode(file.read_all(), info)
-    module, notes = build_module(config, tensors, str(weights))
+    module, notes = build_module(config, tensors, str(weights), resized=resized)
     model = Model(
         module=module,
         family=family_of(config),
@@ -181,7 +182,7 @@ def architecture_class(config):
     return transformers.AutoModel._model_mapping[type(config)]
 
 
-def build_module(config, tensors: dict, where: str):
+def build_module(config, tensors: dict, where: str, resized: dict | None = None):
     """Construct the architecture named in `config` and load every tensor into it."""
     cls = architecture_class(config)
     try:
@@ -190,18 +191,25 @@ def build_module(config, tensors: dict, where: str):
         from transformers.modeling_utils import no_init_weights
     with no_init_weights():
         module = cls(config)
-    return load_into(module, tensors, where, config=config)
+    return load_into(module, tensors, where, config=config, resized=resized)
 
 
-def load_into(module, tensors: dict, where: str, config=None):
-    """Load plain and encoded tensors into `module`, replacing quantized layers; returns (module, notes)."""
+def load_into(module, tensors: dict, where: str, config=None, resized: dict | None = None):
+    """Load plain and encoded tensors into `module`, replacing quantized layers; returns (module, notes).
+
+    `resized` (from a structurally pruned checkpoint) names tensors stored smaller than the
+    architecture builds them: they are shrunk to the stored shapes first.
+    """
     from compress.formats.quantized import QuantizedTensor
     from compress.qmodules import _QuantizedWeight, quantized_module
+    from compress.resize import resize_to
 
     module.eval()
     label = type(module).__name__
     expected = set(module.state_dict())
     names = align_names(list(tensors), expected, getattr(module, "base_model_prefix", ""))
+    if resized:
+        resize_to(module, {names.get(n, n): shape for n, shape in resized.items()}, where)
     notes: list[str] = []
     plain = {}
     loaded: set[str] = set()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.artifact import Artifact
+from compress.calib import calibration_data
 from compress.checkpoint import sha256_file
 from compress.errors import BadInput
 from compress.model import Model, load, resolve_checkpoint
@@ -38,14 +39,18 @@ def apply(
             "passes that work tensor by tensor (quantize with method rtn) run on it."
         )
     module = copy.deepcopy(loaded.module) if given_object else loaded.module
+    data = calibration_data(data, loaded)  # a built-in name or a file: loaded with the tokenizer
     ctx = PassContext(data=data, device=device, seed=seed, progress=progress)
     changes: dict[str, dict] = {}
     stats: dict[str, float] = {}
     config = None
+    resized = previously_resized(loaded, module)
     for cfg in recipe.passes:
         result = get_pass(cfg.kind).apply(module, cfg, ctx)
         module = result.module
-        changes.update(result.changes)
+        for name, change in result.changes.items():  # a later pass adds to an earlier one's record
+            changes.setdefault(name, {}).update(change)
+        resized |= {name for name, change in result.changes.items() if "baseline_shape" in change}
         stats.update(result.stats)
         config = result.config or config
     source = loaded.checkpoint
@@ -63,7 +68,19 @@ def apply(
         source=source,
         source_sha256=sha256_file(source) if source else "",
         config=config,
+        resized=frozenset(resized),
     )
+
+
+def previously_resized(loaded: Model, module) -> set[str]:
+    """Tensors an earlier run shrank (a pruned checkpoint loaded again), by their names in `module`."""
+    from compress.model import align_names
+
+    declared = list(loaded.compression.resized) if loaded.compression else []
+    if not declared:
+        return set()
+    names = align_names(declared, set(module.state_dict()), getattr(module, "base_model_prefix", ""))
+    return set(names.values())
 
 
 def can_stream(recipe: Recipe) -> bool:

@@ -27,6 +27,8 @@ class Report:
     accuracy: AccuracyResult
     latency: list[dict] = field(default_factory=list)
     tensors: list[dict] = field(default_factory=list)
+    sparsity: dict = field(default_factory=dict)  # overall and per layer (see eval/structure.py)
+    compute: dict = field(default_factory=dict)  # FLOPs on the latency input, ideal speedup
     environment: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     created: str = field(
@@ -113,6 +115,7 @@ class Report:
                     "",
                 )
             )
+        rows += self.structure_rows()
         a = self.accuracy
         if a.status == "ok":
             rows.append(
@@ -144,12 +147,38 @@ class Report:
                 rows.append((label, "", "unavailable", row.get("reason") or ""))
                 continue
             shape = f" b{row['batch_size']}×{row['seq_len']}" if row.get("seq_len") else ""
+            ideal = row.get("ideal_speedup")
             rows.append(
                 (
                     label + shape + " p50",
                     f"{_num(row['baseline_p50_ms'], 2)} ms",
                     f"{_num(row['p50_ms'], 2)} ms",
-                    _speed(row["speedup"]),
+                    _speed(row["speedup"]) + (f" (ideal {ideal:.2f}×)" if ideal else ""),
+                )
+            )
+        return rows
+
+    def structure_rows(self) -> list[tuple[str, str, str, str]]:
+        """Sparsity, nonzero weights and FLOPs, when the evaluator measured them."""
+        rows = []
+        sp = self.sparsity
+        if sp.get("layers"):
+            rows.append(
+                (
+                    "sparsity (weights)",
+                    f"{sp['baseline_overall']:.1%}",
+                    f"{sp['overall']:.1%}",
+                    f"{sp['nonzero_weights'] / max(sp['baseline_nonzero_weights'], 1):.3f}× nonzero weights",
+                )
+            )
+        c = self.compute
+        if c.get("flops"):
+            rows.append(
+                (
+                    "FLOPs per call",
+                    _flops(c["baseline_flops"]),
+                    _flops(c["flops"]),
+                    f"ideal speedup {c['ideal_speedup']:.2f}×",
                 )
             )
         return rows
@@ -208,6 +237,13 @@ def _num(x: float | None, digits: int) -> str:
     if isinstance(x, str):
         return x
     return f"{x:.{digits}f}"
+
+
+def _flops(n: int) -> str:
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return str(n)
 
 
 def _ratio(x: float | None) -> str:

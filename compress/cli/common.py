@@ -123,7 +123,7 @@ def eval_options(fn: Callable) -> Callable:
     return fn
 
 
-def evaluate_from_options(candidate: Any, baseline: Any, opts: dict, progress) -> Any:
+def evaluate_from_options(candidate: Any, baseline: Any, opts: dict, progress, inputs: Any = None) -> Any:
     from compress.eval import evaluate
     from compress.eval.latency import LatencySettings
 
@@ -144,6 +144,7 @@ def evaluate_from_options(candidate: Any, baseline: Any, opts: dict, progress) -
         runtimes=split_list(opts["runtimes"]),
         devices=split_list(opts["devices"]),
         latency=settings,
+        inputs=inputs,
         progress=progress,
     )
 

@@ -10,6 +10,7 @@ from compress.eval.calls import batch_size_of, call_module, move_inputs
 from compress.eval.environment import environment
 from compress.eval.latency import LatencySettings, cpu_timer, cuda_timer, measure_pair
 from compress.eval.size import size_section, tensor_errors
+from compress.eval.structure import annotate_latency, structure_sections
 from compress.eval.tasks import AccuracyResult, pick_task
 from compress.eval.text import latency_inputs
 from compress.model import Model, load
@@ -63,6 +64,8 @@ def evaluate(
         for device in devices
         for runtime in runtimes
     ]
+    sparsity, compute = structure_sections(cand, base, settings, inputs)
+    notes += annotate_latency(rows, compute, sparsity)
     return Report(
         candidate=describe(cand),
         baseline=describe(base),
@@ -70,6 +73,8 @@ def evaluate(
         accuracy=accuracy,
         latency=rows,
         tensors=tensors,
+        sparsity=sparsity,
+        compute=compute,
         environment=environment(settings.threads),
         notes=notes,
     )

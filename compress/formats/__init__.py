@@ -6,6 +6,8 @@ Header keys (all strings, as safetensors requires):
   compress.source_sha256    sha256 of the input checkpoint
   compress.recipe           JSON: the passes that produced the file, with their settings
   compress.tensors          JSON: {weight name: {"scheme", "shape", "dtype", ...}} for every encoded weight
+  compress.resized          JSON: {tensor name: shape} for tensors a structural pass (pruning) made
+                            smaller than the architecture builds them; written only when there are some
 
 Any tensor not listed in compress.tensors is stored as is. Encoded weights are stored as several
 tensors (codes, scales, ...) named after the weight; each scheme's codec knows which.
@@ -19,6 +21,7 @@ from typing import Any
 
 from compress.errors import BadInput
 from compress.formats.quantized import QuantizedTensor
+from compress.formats.sparse import SparseCodec
 
 FORMAT_VERSION = 1
 KEY_FORMAT = "compress.format_version"
@@ -26,10 +29,11 @@ KEY_TOOL = "compress.tool_version"
 KEY_SOURCE = "compress.source_sha256"
 KEY_RECIPE = "compress.recipe"
 KEY_TENSORS = "compress.tensors"
+KEY_RESIZED = "compress.resized"
 
 # scheme -> codec class with from_parts / part_names / planned_parts (see QuantizedTensor).
-# Other encodings (sparse layouts) add themselves here.
-CODECS: dict[str, Any] = {"int8": QuantizedTensor, "int4": QuantizedTensor}
+# Other encodings add themselves here.
+CODECS: dict[str, Any] = {"int8": QuantizedTensor, "int4": QuantizedTensor, "sparse": SparseCodec}
 
 
 @dataclass
@@ -41,15 +45,20 @@ class CompressionInfo:
     source_sha256: str
     recipe: list[dict] = field(default_factory=list)
     tensors: dict[str, dict] = field(default_factory=dict)
+    # Structurally pruned tensors: name -> shape; the loader shrinks these before loading.
+    resized: dict[str, list[int]] = field(default_factory=dict)
 
     def to_metadata(self) -> dict[str, str]:
-        return {
+        out = {
             KEY_FORMAT: str(self.format_version),
             KEY_TOOL: self.tool_version,
             KEY_SOURCE: self.source_sha256,
             KEY_RECIPE: json.dumps(self.recipe, sort_keys=True),
             KEY_TENSORS: json.dumps(self.tensors, sort_keys=True),
         }
+        if self.resized:
+            out[KEY_RESIZED] = json.dumps(self.resized, sort_keys=True)
+        return out
 
 
 def read_compression_info(metadata: dict[str, str], where: str) -> CompressionInfo | None:
@@ -64,6 +73,7 @@ def read_compression_info(metadata: dict[str, str], where: str) -> CompressionIn
             source_sha256=metadata.get(KEY_SOURCE, ""),
             recipe=json.loads(metadata.get(KEY_RECIPE, "[]")),
             tensors=json.loads(metadata.get(KEY_TENSORS, "{}")),
+            resized=json.loads(metadata.get(KEY_RESIZED, "{}")),
         )
     except (ValueError, json.JSONDecodeError):
         raise BadInput(f"{where}: has corrupt compress metadata in its header.") from None

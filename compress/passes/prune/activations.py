@@ -1,0 +1,103 @@
+"""Inputs for pruning: a sample to trace the model with, and input statistics of its layers.
+
+Calibration data (compress.calib.CalibrationData) is the usual source; a tensor, a dict of tensors,
+or a list of either also works, for models defined in code. Activation-aware scores need the L2
+norm of each input feature of a layer over the calibration tokens (Wanda: |W| x ||X||).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from compress.errors import BadInput
+
+SAMPLE_TOKENS = 13  # a sequence length unlike any channel count, so no reshape is ambiguous
+
+
+def sample_list(data: Any) -> list:
+    """The model inputs in `data` (CalibrationData, a tensor, a dict, or a list of them)."""
+    import torch
+
+    if data is None:
+        return []
+    if hasattr(data, "samples"):
+        return list(data.samples)
+    if isinstance(data, torch.Tensor | dict):
+        return [data]
+    if isinstance(data, list | tuple):
+        return list(data)
+    raise BadInput(f"prune: cannot use a {type(data).__name__} as calibration data.")
+
+
+def without_cache(module, sample: Any) -> Any:
+    """Ask a transformers model not to build a key/value cache (not needed, and it concatenates)."""
+    if isinstance(sample, dict) and "use_cache" not in sample:
+        params = inspect.signature(module.forward).parameters
+        if "use_cache" in params:
+            return {**sample, "use_cache": False}
+    return sample
+
+
+def example_input(module, data: Any) -> Any:
+    """An input to trace `module` with: the first calibration sample, or one built from its config."""
+    import torch
+
+    samples = sample_list(data)
+    if samples:
+        return without_cache(module, samples[0])
+    config = getattr(module, "config", None)
+    main = getattr(module, "main_input_name", None)
+    if config is not None and main == "input_ids":
+        vocab = int(getattr(config, "vocab_size", 100) or 100)
+        ids = (torch.arange(2 * SAMPLE_TOKENS).reshape(2, SAMPLE_TOKENS) * 7 + 3) % vocab
+        return without_cache(module, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    if config is not None and main == "pixel_values":
+        size = int(getattr(config, "image_size", 32) or 32)
+        channels = int(getattr(config, "num_channels", 3) or 3)
+        pixels = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(0))
+        return {"pixel_values": pixels}
+    raise BadInput(
+        f"prune: structured pruning traces the model, and a {type(module).__name__} needs a sample input "
+        "for that; give calibration data (--calib FILE.npz, or data=... in Python)."
+    )
+
+
+def input_norms(module, layer_names: list[str], samples: list, progress=None) -> dict[str, Any]:
+    """L2 norm of each input feature (Linear) or input channel (Conv) of the named layers."""
+    import torch
+
+    from compress.eval.calls import call_module
+
+    if not samples:
+        raise BadInput("prune: activation-aware scores need calibration data; none was given.")
+    sums: dict[str, Any] = {}
+
+    def hook(name: str):
+        def accumulate(mod, args, _out):
+            x = args[0].detach().float()
+            if isinstance(mod, torch.nn.modules.conv._ConvNd):
+                x = x.transpose(0, 1).reshape(x.shape[1], -1).T
+            squares = x.reshape(-1, x.shape[-1]).pow(2).sum(dim=0)
+            sums[name] = sums[name] + squares if name in sums else squares
+
+        return accumulate
+
+    handles = [module.get_submodule(n).register_forward_hook(hook(n)) for n in layer_names]
+    if progress:
+        progress.start("calibrating", total=len(samples))
+    try:
+        with torch.inference_mode():
+            for sample in samples:
+                call_module(module, without_cache(module, sample))
+                if progress:
+                    progress.advance()
+    finally:
+        for h in handles:
+            h.remove()
+        if progress:
+            progress.done()
+    missing = [n for n in layer_names if n not in sums]
+    if missing:
+        raise BadInput(f"prune: the calibration data never reached layer '{missing[0]}'.")
+    return {n: s.sqrt() for n, s in sums.items()}
