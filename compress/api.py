@@ -57,6 +57,7 @@ def prune(
     method: str = "magnitude",
     scope: str = "layer",
     round_to: int = 1,
+    recalibrate: bool = True,
     embeddings: bool = False,
     include: tuple[str, ...] = ("*",),
     exclude: tuple[str, ...] = (),
@@ -92,6 +93,7 @@ def prune(
             "method": method,
             "scope": scope,
             "round_to": round_to,
+            "recalibrate": recalibrate,
             "targets": {"types": types, "include": list(include), "exclude": list(exclude)},
         }
     )

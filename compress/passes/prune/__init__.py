@@ -35,6 +35,7 @@ class PruneConfig(PassConfig):
     scope: layer (every layer, or group of coupled layers, loses the same fraction) or global (one
            ranking across them: important layers keep more).
     round_to: structured only: the units kept per group are a multiple of this (kernels like 8, 16).
+    recalibrate: structured only: re-estimate batch-norm statistics on the calibration data afterwards.
     targets: layer types and name globs; a structured group is pruned only if all its layers are targeted.
     """
 
@@ -44,6 +45,7 @@ class PruneConfig(PassConfig):
     method: Literal["magnitude", "wanda", "activation"] = "magnitude"
     scope: Literal["layer", "global"] = "layer"
     round_to: int = 1
+    recalibrate: bool = True
     targets: Targets = field(default_factory=lambda: Targets(types=("linear", "conv")))
 
     def validate(self) -> None:

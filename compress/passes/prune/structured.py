@@ -94,6 +94,8 @@ def prune_structured(module, cfg: PruneConfig, ctx: PassContext) -> PassResult:
     before = sum(g.size for g in plan.groups)
     after = sum(len(k) for k in plan.keep)
     stats = {"prune.groups": float(len(plan.groups)), "prune.units_removed": float(before - after)}
+    if cfg.recalibrate:
+        stats["prune.batch_norms_recalibrated"] = float(recalibrate_batch_norms(module, ctx.data))
     return PassResult(module=module, changes=changes, stats=stats, config=config)
 
 
@@ -210,6 +212,41 @@ def _global_counts(groups: list[Group], scores: list, fraction: float, module) -
         removed[gi] += 1
         spent += cost
     return [g.size - r for g, r in zip(groups, removed, strict=True)]
+
+
+def recalibrate_batch_norms(module, data) -> int:
+    """Re-estimate batch-norm statistics on the calibration inputs; returns how many were updated.
+
+    Removing channels shifts the distributions that later batch norms normalise, and their stored
+    statistics no longer fit: on a CNN this is the difference between chance and most of the
+    accuracy back, with no labels and no training (only the running mean and variance change).
+    """
+    import torch
+
+    from compress.eval.calls import call_module
+    from compress.passes.prune.activations import sample_list
+
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    samples = sample_list(data)
+    if not norms or not samples:
+        return 0
+    if all(isinstance(x, torch.Tensor) and x.shape[1:] == samples[0].shape[1:] for x in samples):
+        stacked = torch.cat(samples)
+        samples = list(stacked.split(64))  # statistics of whole batches, not of single images
+    momentum = {m: m.momentum for m in norms}
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the calibration batches
+        m.train()
+    try:
+        with torch.no_grad():
+            for x in samples:
+                call_module(module, x)
+    finally:
+        for m in norms:
+            m.momentum = momentum[m]
+            m.eval()
+    return len(norms)
 
 
 def _complement(kept, size: int):
