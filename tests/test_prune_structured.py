@@ -148,3 +148,19 @@ def test_a_missed_coupling_is_caught_not_returned(monkeypatch):
     monkeypatch.setitem(ops.RULES, "add", lambda *args: None)  # forget that a residual add ties channels
     with pytest.raises(Unsupported, match=r"pruned TinyCNN fails to run|differs from the masked original"):
         cz.prune(tiny_cnn(), "channels", 0.5, data=torch.randn(2, 1, 16, 16))
+
+
+def test_batch_norm_statistics_are_re_estimated_after_pruning():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3)
+    ).eval()
+    net[1].running_mean.fill_(5.0)  # stale statistics
+    x = torch.randn(16, 1, 10, 10)
+    kept = cz.prune(net, "channels", 0.5, data=x, recalibrate=False).model.module[1].running_mean
+    assert torch.all(kept == 5.0)
+    pruned = cz.prune(net, "channels", 0.5, data=x).model.module
+    with torch.inference_mode():
+        expected = pruned[0](x).mean(dim=(0, 2, 3))  # the statistics of the pruned network's own inputs
+    assert pruned[1].running_mean.shape == (4,)
+    assert torch.allclose(pruned[1].running_mean, expected, atol=1e-5)
