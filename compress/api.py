@@ -81,12 +81,41 @@ def prune(
         >>> both = cz.apply("model.safetensors", [cz.Prune(pattern="neurons", sparsity=0.3),
         ...                                       cz.Quantize(scheme="int8")])        # doctest: +SKIP
     """
-    from compress.calib import DEFAULT_SOURCE, calibration_data
     from compress.model import load
+
+    cfg = prune_config(
+        pattern,
+        sparsity,
+        method=method,
+        scope=scope,
+        round_to=round_to,
+        recalibrate=recalibrate,
+        embeddings=embeddings,
+        include=include,
+        exclude=exclude,
+    )
+    loaded = load(model, progress=progress)
+    data = pruning_data(loaded, cfg, data, calib_samples, calib_seq_len)
+    return apply(loaded, cfg, data=data, progress=progress)
+
+
+def prune_config(
+    pattern: str,
+    sparsity: float | None,
+    *,
+    method: str = "magnitude",
+    scope: str = "layer",
+    round_to: int = 1,
+    recalibrate: bool = True,
+    embeddings: bool = False,
+    include: tuple[str, ...] = ("*",),
+    exclude: tuple[str, ...] = (),
+):
+    """The prune pass's settings from the keyword arguments of `prune` (and `compress prune`)."""
     from compress.passes.prune import PruneConfig
 
     types = ["linear", "conv", "embedding"] if embeddings else ["linear", "conv"]
-    cfg = PruneConfig.from_dict(
+    return PruneConfig.from_dict(
         {
             "pattern": pattern,
             "sparsity": sparsity,
@@ -94,11 +123,15 @@ def prune(
             "scope": scope,
             "round_to": round_to,
             "recalibrate": recalibrate,
-            "targets": {"types": types, "include": list(include), "exclude": list(exclude)},
+            "targets": {"types": types, "include": list(include) or ["*"], "exclude": list(exclude)},
         }
     )
-    loaded = load(model, progress=progress)
-    if data is None and cfg.uses_data() and loaded.tokenizer is not None:
+
+
+def pruning_data(model: Any, cfg: Any, data: Any, n_samples: int, seq_len: int) -> Any:
+    """Calibration data for a prune pass: the built-in text by default for a method that needs data."""
+    from compress.calib import DEFAULT_SOURCE, calibration_data
+
+    if data is None and cfg.uses_data() and model.tokenizer is not None:
         data = DEFAULT_SOURCE
-    data = calibration_data(data, loaded, n_samples=calib_samples, seq_len=calib_seq_len)
-    return apply(loaded, cfg, data=data, progress=progress)
+    return calibration_data(data, model, n_samples=n_samples, seq_len=seq_len)

@@ -102,30 +102,26 @@ def prune(
     compress prune model.safetensors --pattern heads --sparsity 0.25 --quantize int8 -o out/
     compress prune cnn/model.safetensors --pattern channels --sparsity 0.5 --calib digits.npz -o out/
     """
-    from compress.calib import DEFAULT_SOURCE, calibration_data
+    from compress.api import prune_config, pruning_data
     from compress.model import load, resolve_checkpoint
-    from compress.passes.prune import PruneConfig
     from compress.passes.quantize import QuantizeConfig
     from compress.pipeline import apply, default_output_dir
 
-    types = ["linear", "conv", "embedding"] if embeddings else ["linear", "conv"]
-    cfg = PruneConfig.from_dict(
-        {
-            "pattern": pattern,
-            "sparsity": sparsity,
-            "method": method,
-            "scope": scope,
-            "round_to": round_to,
-            "targets": {"types": types, "include": list(include) or ["*"], "exclude": list(exclude)},
-        }
+    cfg = prune_config(
+        pattern,
+        sparsity,
+        method=method,
+        scope=scope,
+        round_to=round_to,
+        embeddings=embeddings,
+        include=include,
+        exclude=exclude,
     )
     recipe = [cfg] + ([QuantizeConfig.from_dict({"scheme": then_quantize})] if then_quantize else [])
     out = output or str(default_output_dir(source, "pruned"))
     progress = make_progress(quiet)
     model = load(resolve_checkpoint(source), progress=progress)
-    if calib is None and cfg.uses_data() and model.tokenizer is not None:
-        calib = DEFAULT_SOURCE
-    data = calibration_data(calib, model, n_samples=calib_samples, seq_len=calib_seq_len)
+    data = pruning_data(model, cfg, calib, calib_samples, calib_seq_len)
     artifact = apply(model, recipe, data=data, progress=progress)
     artifact.save(out)
     if not quiet:
