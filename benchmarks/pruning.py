@@ -88,6 +88,50 @@ def minilm_rows(src) -> list[dict]:
         rows.append(report_row(label, report, seconds))
         print(label, rows[-1]["latency"], rows[-1]["retention"], flush=True)
     rows.append(torch_prune_peer(src))
+    rows += torch_pruning_peer(src)
+    return rows
+
+
+def torch_pruning_peer(src) -> list[dict]:
+    """Torch-Pruning (DepGraph), FFN neurons by L2 magnitude: the user lists the layers to leave alone.
+
+    Evaluated in memory: saved with save_pretrained, its config still says 1536, so transformers
+    cannot load it back (the row says whether it could).
+    """
+    import torch_pruning as tp
+    from transformers import AutoModel
+
+    rows = []
+    for ratio in (0.3, 0.5):
+        model = cz.load(src)
+        example = dict(model.tokenizer(["a sample sentence to trace the model"], return_tensors="pt"))
+        ignored = [m for n, m in model.module.named_modules() if isinstance(m, torch.nn.Linear)]
+        ignored = [
+            m for m in ignored if m not in {layer.intermediate.dense for layer in model.module.encoder.layer}
+        ]
+        started = time.perf_counter()
+        pruner = tp.pruner.MetaPruner(
+            model.module,
+            example,
+            importance=tp.importance.MagnitudeImportance(p=2),
+            pruning_ratio=ratio,
+            ignored_layers=[*ignored, model.module.embeddings],
+        )
+        pruner.step()
+        seconds = time.perf_counter() - started
+        out = WORK / f"pruning-minilm-torch-pruning-{ratio}"
+        model.module.save_pretrained(out)
+        try:
+            AutoModel.from_pretrained(out)
+            reloads = "yes"
+        except (RuntimeError, ValueError, OSError) as exc:
+            reloads = f"no ({type(exc).__name__})"
+        in_memory = cz.Model(module=model.module, family=model.family, tokenizer=model.tokenizer)
+        report = cz.evaluate(in_memory, src, runtimes=RUNTIMES, devices=("cpu",), latency=LATENCY)
+        row = report_row(f"neurons {ratio:.0%}", report, seconds, tool="Torch-Pruning")
+        row["reloads_with_transformers"] = reloads
+        rows.append(row)
+        print(row["case"], row["latency"], row["retention"], reloads, flush=True)
     return rows
 
 
@@ -207,6 +251,7 @@ def main() -> None:
     from compress.eval.environment import environment
 
     env = environment()
+    reloads = minilm[-1].get("reloads_with_transformers")
     md = [
         "# Pruning that shrinks and speeds up",
         "",
@@ -230,7 +275,8 @@ def main() -> None:
         "CPU kernels multiply them, so no speedup is expected; the gain is the file, stored as a bitmask "
         "plus the "
         "kept values. torch.nn.utils.prune leaves the zeros in dense tensors: same accuracy, no smaller "
-        "file.",
+        "file. Torch-Pruning (its DepGraph, L2 magnitude) is measured in memory (size: its tensors); "
+        f"saved with save_pretrained, transformers reloads it: {reloads}.",
         "",
         "## Residual CNN trained here on real MNIST digits (transformers ResNet, 3 stages), batch 64",
         "",
