@@ -8,7 +8,8 @@ No field is named here; the search is by value, checked by construction.
 What a config cannot express stays declared in the checkpoint header (`compress.resized`), and the
 loader shrinks those tensors after building the architecture: different sizes per layer (a global
 budget), or BERT's head count (which also sets its head size, so it cannot change). transformers
-itself then refuses the checkpoint with a size mismatch; compress.load reads it.
+alone does not read that key (it warns of a size mismatch and re-initialises those weights at
+random); compress.load reads it.
 
 Either way the result is checked for real: a model built from the saved config and loaded with the
 pruned weights must reproduce the pruned model's outputs.
