@@ -350,7 +350,8 @@ def render(data: dict) -> str:
         "## Load on the machine during the run",
         "",
         "The benchmark lock keeps other benchmarks out, but other processes on this shared 2-core machine "
-        "ran during parts of this run. The baseline is the same model in every row, so its p50 shows the load: "
+        "ran during parts of this run. The baseline is the same model in every row, so its p50 shows the "
+        "load: "
         f"MiniLM {baseline_spread(minilm)}, CNN {baseline_spread(cnn)}. Speedups are interleaved ratios and "
         "survive some load, but rows with a much slower baseline were measured under contention (threads "
         "oversubscribed) and understate the speedup; see `baseline_p50_ms` per row in pruning.json.",
