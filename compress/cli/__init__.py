@@ -15,6 +15,7 @@ from compress._version import __version__
 COMMANDS = {
     "quantize": "compress.cli.quantize:quantize",
     "eval": "compress.cli.eval:eval_command",
+    "compare": "compress.cli.compare:compare_command",
 }
 
 

@@ -1,0 +1,77 @@
+"""Plots with matplotlib's Agg backend (no display needed): retention against size and speed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compress.errors import BadInput
+
+FORMATS = ("png", "svg", "pdf")
+
+
+def pareto_plot(path: Path, panels: list[tuple[str, str, list[dict]]], ylabel: str, title: str) -> Path:
+    """One panel per (axis, x label, points); the Pareto front is joined by a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from compress.checkpoint import atomic_file
+
+    fmt = path.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise BadInput(
+            f"{path}: a plot is written as {', '.join(FORMATS)}; give the file one of these suffixes."
+        )
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.2), squeeze=False)
+    for ax, (axis, xlabel, points) in zip(axes[0], panels, strict=True):
+        _panel(ax, axis, xlabel, points)
+        ax.set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def _panel(ax, axis: str, xlabel: str, points: list[dict]) -> None:
+    front = sorted((p for p in points if p["front"]), key=lambda p: p["x"])
+    if len(front) > 1:
+        ax.plot(
+            [p["x"] for p in front],
+            [p["retention"] for p in front],
+            "--",
+            color="tab:green",
+            lw=1.2,
+            label="Pareto front",
+            zorder=1,
+        )
+    for p in points:
+        is_base = p["name"] == "baseline"
+        ax.scatter(
+            p["x"],
+            p["retention"],
+            s=110 if is_base else 60,
+            marker="*" if is_base else "o",
+            color="black" if is_base else ("tab:green" if p["front"] else "tab:gray"),
+            edgecolors="black",
+            linewidths=0.5,
+            zorder=3,
+        )
+        ax.annotate(
+            p["name"], (p["x"], p["retention"]), textcoords="offset points", xytext=(6, 5), fontsize=9
+        )
+    ax.axhline(1.0, color="black", lw=0.6, alpha=0.4)
+    if axis == "latency":
+        ax.axvline(1.0, color="black", lw=0.6, alpha=0.4)
+    xs = [p["x"] for p in points]
+    ys = [p["retention"] for p in points]
+    pad_x = max(0.05, (max(xs) - min(xs)) * 0.15)
+    pad_y = max(0.005, (max(ys) - min(ys)) * 0.15)
+    ax.set_xlim(min(xs) - pad_x, max(xs) + pad_x * 2.5)  # room for the labels on the right
+    ax.set_ylim(min(ys) - pad_y, max(ys) + pad_y)
+    ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3)
+    if len(front) > 1:
+        ax.legend(loc="lower right", fontsize=8)
