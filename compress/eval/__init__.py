@@ -12,7 +12,6 @@ from compress.eval.runtimes import OnnxGraphs, check_choices, export_samples, la
 from compress.eval.size import size_section, tensor_errors
 from compress.eval.tasks import AccuracyResult, TaskOptions, pick_task
 from compress.model import Model, load
-from compress.report import Report
 
 RUNTIMES = ("torch",)  # the default; "onnxruntime" exports both models first
 DEVICES = ("cpu", "cuda")
@@ -31,7 +30,7 @@ def evaluate(
     inputs: Any = None,
     task_options: TaskOptions | dict | None = None,
     progress=None,
-) -> Report:
+) -> Any:
     """Compare a candidate with its baseline and return a Report.
 
     `candidate` and `baseline` are paths, `Model`s, `torch.nn.Module`s or an `Artifact`.
@@ -46,6 +45,8 @@ def evaluate(
         >>> report.metric("accuracy.retention")                               # doctest: +SKIP
         0.999
     """
+    from compress.report import Report  # report.py imports the tasks of this package
+
     check_choices(devices, runtimes)
     options = task_options if isinstance(task_options, TaskOptions) else TaskOptions.from_dict(task_options)
     cand = _as_model(candidate, progress)
@@ -74,7 +75,7 @@ def evaluate(
         graphs.close()
     notes += graphs.notes
     return Report(
-        candidate=describe(cand),
+        candidate=describe(cand, getattr(candidate, "recipe", None)),
         baseline=describe(base),
         size=size_section(cand, base),
         accuracy=accuracy,
@@ -93,14 +94,15 @@ def _as_model(source: Any, progress) -> Model:
     return load(source, progress=progress)
 
 
-def describe(model: Model) -> dict:
+def describe(model: Model, recipe: list[dict] | None = None) -> dict:
+    """Who a model is; `recipe` for an in-memory Artifact, whose model has no file that records it."""
     info = model.compression
     return {
         "name": model.name,
         "path": str(model.checkpoint) if model.checkpoint else None,
         "family": model.family,
         "architecture": (getattr(model.config, "architectures", None) or [None])[0] if model.config else None,
-        "recipe": info.recipe if info else [],
+        "recipe": info.recipe if info else (recipe or []),
         "source_sha256": info.source_sha256 if info else None,
     }
 

@@ -145,14 +145,13 @@ def _read_jsonl(path: Path, label: str) -> list[dict]:
             for number, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                row = json.loads(line)
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    raise BadInput(f"{label}: line {number} is not valid JSON.") from None
                 if not isinstance(row, dict):
                     raise BadInput(f"{label}: line {number} is not a JSON object.")
                 rows.append(row)
-    except json.JSONDecodeError as exc:
-        raise BadInput(
-            f"{label}: line {exc.lineno if hasattr(exc, 'lineno') else '?'} is not valid JSON."
-        ) from None
     except (UnicodeDecodeError, OSError, EOFError) as exc:
         raise BadInput(f"{label}: cannot be read ({exc}).") from None
     return rows
@@ -165,6 +164,8 @@ LABEL_KEYS = ("y", "labels", "targets", "y_test")
 def load_arrays(path: str | Path, limit: int | None = None):
     """(inputs, labels, description) from an .npz file: inputs under x/images/inputs/data, integer
     labels under y/labels/targets (else the first float and the first integer array)."""
+    import zipfile
+
     import numpy as np
     import torch
 
@@ -174,7 +175,7 @@ def load_arrays(path: str | Path, limit: int | None = None):
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise BadInput(f"{path}: is not a readable .npz file ({exc}).") from None
 
     def pick(keys: tuple[str, ...], kind: str, what: str) -> str:

@@ -59,8 +59,12 @@ def check_export(
         named, _ = named_inputs(sample)
         with torch.inference_mode():
             expected = main_output(call_module(module, sample)).float()
-        got = torch.from_numpy(session.run(["output"], session_feeds(session, named))[0]).float()
         where = f"{Path(path).name} on inputs of shape {list(next(iter(named.values())).shape)}"
+        try:
+            got = torch.from_numpy(session.run(None, session_feeds(session, named))[0]).float()
+        except Exception as exc:  # onnxruntime's own exception types; the export froze a shape
+            first = str(exc).strip().splitlines()[0][:200]
+            raise Unsupported(f"{where}: ONNX Runtime cannot run the export ({first}).") from None
         if tuple(got.shape) != tuple(expected.shape):
             raise Unsupported(
                 f"{where}: ONNX Runtime gives shape {list(got.shape)}, torch {list(expected.shape)}; "
