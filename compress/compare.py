@@ -8,6 +8,7 @@ speedup and higher retention.
 from __future__ import annotations
 
 import html
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,10 +84,9 @@ class Comparison:
         rows.append(["retention", "1.0000", *[_num(r.accuracy.retention, 4) for r in self.reports]])
         for device, runtime in self.latency_keys():
             p50, speed = [f"latency {device}/{runtime} p50"], [f"speedup {device}/{runtime}"]
-            base_row = next(
-                (r.latency_row(device, runtime) for r in self.reports if r.latency_row(device, runtime)), None
-            )
-            p50.append(f"{_num(base_row['baseline_p50_ms'], 2)} ms" if base_row else "")
+            measured = [r.latency_row(device, runtime) for r in self.reports]
+            base_p50 = [row["baseline_p50_ms"] for row in measured if row]
+            p50.append(f"{_num(statistics.median(base_p50), 2)} ms (median)" if base_p50 else "")
             speed.append("×1.00")
             for report in self.reports:
                 row = report.latency_row(device, runtime)

@@ -59,9 +59,6 @@ def _panel(ax, axis: str, xlabel: str, points: list[dict]) -> None:
             linewidths=0.5,
             zorder=3,
         )
-        ax.annotate(
-            p["name"], (p["x"], p["retention"]), textcoords="offset points", xytext=(6, 5), fontsize=9
-        )
     ax.axhline(1.0, color="black", lw=0.6, alpha=0.4)
     if axis == "latency":
         ax.axvline(1.0, color="black", lw=0.6, alpha=0.4)
@@ -72,6 +69,50 @@ def _panel(ax, axis: str, xlabel: str, points: list[dict]) -> None:
     ax.set_xlim(min(xs) - pad_x, max(xs) + pad_x * 2.5)  # room for the labels on the right
     ax.set_ylim(min(ys) - pad_y, max(ys) + pad_y)
     ax.set_xlabel(xlabel)
+    _label(ax, points)
     ax.grid(alpha=0.3)
     if len(front) > 1:
         ax.legend(loc="lower right", fontsize=8)
+    elif [p["name"] for p in front] == ["baseline"]:
+        ax.text(
+            0.98,
+            0.03,
+            "no candidate beats the baseline on both axes",
+            transform=ax.transAxes,
+            ha="right",
+            fontsize=8,
+            color="tab:red",
+        )
+
+
+# Label positions to try, in points from the marker: right, below, left, above, further out.
+_OFFSETS = [(7, 4), (7, -12), (-7, 4), (-7, -12), (7, 14), (7, -22), (-7, 14), (-7, -22)]
+
+
+def _label(ax, points: list[dict]) -> None:
+    """Name each point, moving a label to another side of its marker when it would cover another label."""
+    fig = ax.figure
+    fig.canvas.draw()  # fixes the axes' size, so data can be mapped to pixels
+    scale = fig.dpi / 72
+    placed: list[tuple[float, float, float, float]] = []
+    markers = [ax.transData.transform((p["x"], p["retention"])) for p in points]
+    for p, (px, py) in sorted(zip(points, markers, strict=True), key=lambda item: -item[0]["retention"]):
+        width, height = 6.2 * len(p["name"]) * scale, 11 * scale
+        for dx, dy in _OFFSETS:
+            left = px + dx * scale - (width if dx < 0 else 0)
+            box = (left, py + dy * scale, left + width, py + dy * scale + height)
+            clear = all(box[2] < b[0] or box[0] > b[2] or box[3] < b[1] or box[1] > b[3] for b in placed)
+            hits_marker = any(
+                box[0] - 4 < mx < box[2] + 4 and box[1] - 4 < my < box[3] + 4 for mx, my in markers
+            )
+            if clear and not hits_marker:
+                break
+        placed.append(box)
+        ax.annotate(
+            p["name"],
+            (p["x"], p["retention"]),
+            textcoords="offset points",
+            xytext=(dx, dy),
+            ha="right" if dx < 0 else "left",
+            fontsize=9,
+        )

@@ -121,6 +121,8 @@ class OnnxGraphs:
             check = check_export(graph.path, model.module, [sample, *checks])
             size = f"{graph.nbytes / 1e6:.1f} MB"
             how = f"exported to ONNX (opset {graph.opset}, {size}) in {graph.seconds:.1f} s"
+            if model.checkpoint and graph.nbytes > 1.5 * model.checkpoint.stat().st_size:
+                how += " (larger than its checkpoint: the exporter folded dequantized weights into float)"
         else:
             # A graph a pass built itself computes differently: it must agree in direction, not to the bit.
             check = check_export(graph.path, model.module, [sample, *checks], min_cosine=0.99)
