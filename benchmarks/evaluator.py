@@ -221,7 +221,8 @@ def compare_plot(names: list[str]) -> None:
         "--markdown",
         str(OUT / "evaluator-compare.md"),
     ]
-    subprocess.run([*cli, *out, "--latency", "cpu/onnxruntime", "-q"], check=True)
+    labels = [arg for n in names for arg in ("--name", n)]
+    subprocess.run([*cli, *out, *labels, "--latency", "cpu/onnxruntime", "-q"], check=True)
 
 
 def main() -> None:

@@ -71,9 +71,8 @@ def _panel(ax, axis: str, xlabel: str, points: list[dict]) -> None:
     ax.set_xlabel(xlabel)
     _label(ax, points)
     ax.grid(alpha=0.3)
-    if len(front) > 1:
-        ax.legend(loc="lower right", fontsize=8)
-    elif [p["name"] for p in front] == ["baseline"]:
+    _legend(ax, line=len(front) > 1)
+    if [p["name"] for p in front] == ["baseline"]:
         ax.text(
             0.98,
             0.03,
@@ -85,28 +84,53 @@ def _panel(ax, axis: str, xlabel: str, points: list[dict]) -> None:
         )
 
 
-# Label positions to try, in points from the marker: right, below, left, above, further out.
-_OFFSETS = [(7, 4), (7, -12), (-7, 4), (-7, -12), (7, 14), (7, -22), (-7, 14), (-7, -22)]
+# Label positions to try, in points from the marker: beside it first, then further up or down
+# (joined to the marker by a thin line), on the right, then on the left.
+_OFFSETS = [(7, 4), (7, -12), (-7, 4), (-7, -12)] + [
+    (dx, dy) for k in range(1, 6) for dx in (7, -7) for dy in (4 + 14 * k, -12 - 14 * k)
+]
+
+
+def _legend(ax, line: bool) -> None:
+    from matplotlib.lines import Line2D
+
+    def marker(symbol: str, color: str, label: str) -> Line2D:
+        return Line2D([], [], marker=symbol, color=color, markeredgecolor="black", ls="", label=label)
+
+    handles = [
+        marker("*", "black", "baseline"),
+        marker("o", "tab:green", "on the Pareto front"),
+        marker("o", "tab:gray", "beaten by another point"),
+    ]
+    if line:
+        handles.append(Line2D([], [], ls="--", color="tab:green", label="Pareto front"))
+    ax.legend(handles=handles, loc="best", fontsize=8, framealpha=0.9)
 
 
 def _label(ax, points: list[dict]) -> None:
-    """Name each point, moving a label to another side of its marker when it would cover another label."""
+    """Name each point where its label covers no other label or marker and stays inside the axes."""
     fig = ax.figure
     fig.canvas.draw()  # fixes the axes' size, so data can be mapped to pixels
     scale = fig.dpi / 72
+    frame = ax.get_window_extent()
     placed: list[tuple[float, float, float, float]] = []
     markers = [ax.transData.transform((p["x"], p["retention"])) for p in points]
+
+    def fits(box: tuple[float, float, float, float]) -> bool:
+        inside = frame.x0 < box[0] and box[2] < frame.x1 and frame.y0 < box[1] and box[3] < frame.y1
+        clear = all(box[2] < b[0] or box[0] > b[2] or box[3] < b[1] or box[1] > b[3] for b in placed)
+        bare = not any(box[0] - 4 < mx < box[2] + 4 and box[1] - 4 < my < box[3] + 4 for mx, my in markers)
+        return inside and clear and bare
+
     for p, (px, py) in sorted(zip(points, markers, strict=True), key=lambda item: -item[0]["retention"]):
         width, height = 6.2 * len(p["name"]) * scale, 11 * scale
         for dx, dy in _OFFSETS:
             left = px + dx * scale - (width if dx < 0 else 0)
             box = (left, py + dy * scale, left + width, py + dy * scale + height)
-            clear = all(box[2] < b[0] or box[0] > b[2] or box[3] < b[1] or box[1] > b[3] for b in placed)
-            hits_marker = any(
-                box[0] - 4 < mx < box[2] + 4 and box[1] - 4 < my < box[3] + 4 for mx, my in markers
-            )
-            if clear and not hits_marker:
+            if fits(box):
                 break
+        else:
+            dx, dy = _OFFSETS[0]
         placed.append(box)
         ax.annotate(
             p["name"],
@@ -115,4 +139,5 @@ def _label(ax, points: list[dict]) -> None:
             xytext=(dx, dy),
             ha="right" if dx < 0 else "left",
             fontsize=9,
+            arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6} if abs(dy) > 14 else None,
         )

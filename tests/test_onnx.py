@@ -145,3 +145,15 @@ def test_unknown_runtime_or_device_is_bad_input(tiny_bert):
         cz.evaluate(tiny_bert, tiny_bert, runtimes=("tensorrt",))
     with pytest.raises(BadInput, match="unknown device 'tpu'"):
         cz.evaluate(tiny_bert, tiny_bert, devices=("tpu",))
+
+
+@pytest.mark.real_model
+def test_real_minilm_exports_faithfully(minilm, tmp_path):
+    from compress.eval.runtimes import export_samples
+
+    model = cz.load(minilm)
+    sample, checks = export_samples(None)(model)
+    graph = export_onnx(model.module, sample, tmp_path / "minilm")
+    check = check_export(graph.path, model.module, [sample, *checks])
+    assert check.max_abs_diff < 1e-3 and check.cosine_min > 0.99999
+    assert graph.input_names == ["input_ids", "attention_mask"]

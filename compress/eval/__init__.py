@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compress.errors import BadInput
 from compress.eval.environment import environment
@@ -12,6 +12,9 @@ from compress.eval.runtimes import OnnxGraphs, check_choices, export_samples, la
 from compress.eval.size import size_section, tensor_errors
 from compress.eval.tasks import AccuracyResult, TaskOptions, pick_task
 from compress.model import Model, load
+
+if TYPE_CHECKING:
+    from compress.report import Report
 
 RUNTIMES = ("torch",)  # the default; "onnxruntime" exports both models first
 DEVICES = ("cpu", "cuda")
@@ -30,7 +33,7 @@ def evaluate(
     inputs: Any = None,
     task_options: TaskOptions | dict | None = None,
     progress=None,
-) -> Any:
+) -> Report:
     """Compare a candidate with its baseline and return a Report.
 
     `candidate` and `baseline` are paths, `Model`s, `torch.nn.Module`s or an `Artifact`.
@@ -45,7 +48,7 @@ def evaluate(
         >>> report.metric("accuracy.retention")                               # doctest: +SKIP
         0.999
     """
-    from compress.report import Report  # report.py imports the tasks of this package
+    from compress.report import Report  # here, not at the top: report.py imports this package
 
     check_choices(devices, runtimes)
     options = task_options if isinstance(task_options, TaskOptions) else TaskOptions.from_dict(task_options)
