@@ -157,3 +157,10 @@ def test_real_minilm_exports_faithfully(minilm, tmp_path):
     check = check_export(graph.path, model.module, [sample, *checks])
     assert check.max_abs_diff < 1e-3 and check.cosine_min > 0.99999
     assert graph.input_names == ["input_ids", "attention_mask"]
+
+
+def test_latency_settings_are_checked():
+    with pytest.raises(BadInput, match="threads must be at least 1"):
+        LatencySettings.from_dict({"threads": 0})
+    with pytest.raises(BadInput, match="batch_size must be at least 1"):
+        LatencySettings.from_dict({"batch_size": 0})

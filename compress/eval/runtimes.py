@@ -201,7 +201,8 @@ def latency_row(
         run_b, run_c = runners
         timer = cuda_timer if device == "cuda" else cpu_timer
         pair = measure_pair(run_b.run, run_c.run, settings, timer, progress)
-        memory = rss_during if device == "cpu" else cuda_during
+        # torch's allocator sees its own CUDA memory only; ONNX Runtime's is not visible to it.
+        memory = cuda_during if (device, runtime) == ("cuda", "torch") else rss_during
         mem_b, mem_c = memory(run_b.run), memory(run_c.run)
     finally:
         torch.set_num_threads(previous_threads)
