@@ -133,6 +133,18 @@ def test_eval_writes_markdown_and_says_what_auto_picked(tiny_bert, tmp_path):
     assert "task auto: picked 'classification'" in md.read_text()
 
 
+def test_eval_reads_the_columns_it_is_told(tiny_bert, tmp_path):
+    rows = [{"body": f"free money now {i}", "kind": "spam"} for i in range(6)]
+    rows += [{"body": f"the team meeting is today {i}", "kind": "ham"} for i in range(6)]
+    data = tmp_path / "mail.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    args = ["eval", str(tiny_bert), "--baseline", str(tiny_bert), "--data", str(data), "--json", "-", *FAST]
+    assert run(*args).exit_code == 2  # no 'text' column
+    result = run(*args, "--text-column", "body", "--label-column", "kind")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["accuracy"]["details"]["labels"] == ["ham", "spam"]
+
+
 def _eval_bad_inputs(tmp_path, tiny_bert, tiny_llama):
     from compress.testing import write_tiny_bert_classifier
 

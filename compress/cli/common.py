@@ -99,6 +99,8 @@ def eval_options(fn: Callable) -> Callable:
             ".txt, or built-in spam / wiki.",
         ),
         click.option("--limit", type=int, metavar="N", help="Use at most N rows per split (quick runs)."),
+        click.option("--text-column", default="text", show_default=True, help="Text column of --data."),
+        click.option("--label-column", default="label", show_default=True, help="Label column of --data."),
         click.option(
             "--device",
             "devices",
@@ -164,7 +166,13 @@ def evaluate_from_options(candidate: Any, baseline: Any, opts: dict, progress) -
         runtimes=split_list(opts["runtimes"]),
         devices=split_list(opts["devices"]),
         latency=settings,
-        task_options={"window": opts["window"], "stride": opts["stride"], "max_tokens": opts["max_tokens"]},
+        task_options={
+            "window": opts["window"],
+            "stride": opts["stride"],
+            "max_tokens": opts["max_tokens"],
+            "text_column": opts["text_column"],
+            "label_column": opts["label_column"],
+        },
         progress=progress,
     )
 
