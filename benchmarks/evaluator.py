@@ -32,7 +32,7 @@ from compress.model import Model
 
 QUICK = bool(os.environ.get("EVALUATOR_QUICK"))  # a smoke run of the script itself: numbers mean nothing
 # One thread: on this shared 2-core machine, two torch threads stall whenever another process runs.
-LATENCY = LatencySettings(batch_size=4, seq_len=128, threads=1, budget_s=1 if QUICK else 25, max_rounds=400)
+LATENCY = LatencySettings(batch_size=4, seq_len=128, threads=1, budget_s=1 if QUICK else 20, max_rounds=400)
 LIMIT = 32 if QUICK else None
 RUNS = 3
 MINILM_SCHEMES = {
@@ -81,7 +81,7 @@ def peer_model(base: Model, graphs: OnnxGraphs) -> Model:
     folder = WORK / "evaluator-ort-dynamic-int8"
     folder.mkdir(parents=True, exist_ok=True)
     # As ONNX Runtime's quantization guide asks: pre-process (shape inference, graph optimisation) first.
-    quant_pre_process(str(graph.path), str(folder / "preprocessed.onnx"))
+    quant_pre_process(str(graph.path), str(folder / "preprocessed.onnx"), skip_symbolic_shape=True)
     quantize_dynamic(
         str(folder / "preprocessed.onnx"), str(folder / "model.onnx"), weight_type=QuantType.QInt8
     )
@@ -114,59 +114,69 @@ def accuracy_of(base: Model, cand: Model, wordsim: Path, probe=None) -> dict:
     }
 
 
-def minilm() -> tuple[list[dict], list[dict]]:
+def minilm_accuracy():
+    """Quantize, score accuracy and export to ONNX (checked), before the lock: nothing here is timed."""
     src = minilm_path()
     base = cz.load(src)
     folders = {name: quantize(src, name, args) for name, args in MINILM_SCHEMES.items()}
-    REPORTS.mkdir(parents=True, exist_ok=True)
     wordsim = wordsim_jsonl()
-    rows, timings = [], []
-    models = {}
-    for name, folder in folders.items():
-        # Run 1 of the latency is the evaluator's own report, as `compress eval` writes it.
-        report = cz.evaluate(
-            folder,
-            base,
-            task="classification",
-            limit=LIMIT,
-            runtimes=("torch", "onnxruntime"),
-            devices=("cpu", "cuda"),
-            latency=LATENCY,
-        )
-        (REPORTS / f"minilm-{name}.json").write_text(report.to_json() + "\n")
-        models[name] = cz.load(folder)
-        rows.append({"candidate": name, "size_ratio": report.size["ratio"], "probe": report.accuracy})
-        for lat in report.latency:
-            timings.append({"candidate": name, "run": 1, **lat})
     graphs = OnnxGraphs(export_samples(None))
+    rows, reports, models = [], {}, {}
+    for name, folder in folders.items():
+        # The evaluator's own report (size, accuracy); its latency rows are run 1 of the timing below.
+        reports[name] = cz.evaluate(
+            folder, base, task="classification", limit=LIMIT, devices=(), latency=LATENCY
+        )
+        models[name] = cz.load(folder)
+        rows.append(
+            {"candidate": name, "size_ratio": reports[name].size["ratio"], "probe": reports[name].accuracy}
+        )
     models[PEER] = peer_model(base, graphs)
     peer_bytes = (WORK / "evaluator-ort-dynamic-int8" / "model.onnx").stat().st_size
-    base_onnx_bytes = graphs.get(base)[0].nbytes
-    rows.append({"candidate": PEER, "size_ratio": peer_bytes / base_onnx_bytes, "probe": None})
+    rows.append({"candidate": PEER, "size_ratio": peer_bytes / graphs.get(base)[0].nbytes, "probe": None})
     for row in rows:
         row.update(accuracy_of(base, models[row["candidate"]], wordsim, row.pop("probe")))
-    for run in range(2 if timings else 1, RUNS + 1):
+    for model in [base, *models.values()]:
+        graphs.get(model)  # export and check now, so the timed part only times
+    return base, rows, reports, models, graphs
+
+
+def minilm_latency(base: Model, reports: dict, models: dict, graphs: OnnxGraphs) -> list[dict]:
+    """Three latency runs of every candidate on every runtime; run 1 completes the reports."""
+    timings = []
+    for run in range(1, RUNS + 1):
         for name, model in models.items():
             for runtime in ("onnxruntime",) if name == PEER else ("torch", "onnxruntime"):
-                lat = latency_row(model, base, "cpu", runtime, LATENCY, None, graphs)
-                timings.append({"candidate": name, "run": run, **lat})
-    # The peer has no run 1 inside an evaluate() call: time it once more so it has three runs too.
-    lat = latency_row(models[PEER], base, "cpu", "onnxruntime", LATENCY, None, graphs)
-    timings.append({"candidate": PEER, "run": 1, **lat})
+                for device in ("cpu", "cuda") if run == 1 else ("cpu",):
+                    lat = latency_row(model, base, device, runtime, LATENCY, None, graphs)
+                    timings.append({"candidate": name, "run": run, **lat})
+                    if run == 1 and name in reports:
+                        reports[name].latency.append(lat)
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    for name, report in reports.items():
+        ours = (f"onnxruntime: {base.name} ", f"onnxruntime: {models[name].name} ")
+        report.notes += [n for n in graphs.notes if n.startswith(ours)]
+        (REPORTS / f"minilm-{name}.json").write_text(report.to_json() + "\n")
     graphs.close()
-    return rows, timings
+    return timings
 
 
-def gemma() -> list[dict]:
+def gemma_folders() -> list[tuple[str, Path]]:
     src = gemma_path()
+    return [
+        ("baseline (float32)", src.parent),
+        ("int8 (Linear layers)", quantize(src, "gemma-int8", ["--scheme", "int8"])),
+        (
+            "int8 (Linear + tied embedding)",
+            quantize(src, "gemma-embeddings", ["--scheme", "int8", "--embeddings"]),
+        ),
+    ]
+
+
+def gemma(folders: list[tuple[str, Path]]) -> list[dict]:
     task = Perplexity(load_text("wiki"), "wiki (built-in, test half)", 512, 256, 1024 if QUICK else 2048)
     rows = []
-    for name, args in (
-        ("baseline (float32)", None),
-        ("int8 (Linear layers)", ["--scheme", "int8"]),
-        ("int8 (Linear + tied embedding)", ["--scheme", "int8", "--embeddings"]),
-    ):
-        folder = src.parent if args is None else quantize(src, "gemma-" + args[-1].strip("-"), args)
+    for name, folder in folders:
         model = cz.load(folder)
         started = time.perf_counter()
         ppl, tokens = task.perplexity(model, task.token_ids(model))
@@ -226,11 +236,15 @@ def compare_plot(names: list[str]) -> None:
 
 
 def main() -> None:
-    with benchmark_lock():
+    started = time.perf_counter()
+    base, rows, reports, models, graphs = minilm_accuracy()
+    folders = gemma_folders()
+    seconds = time.perf_counter() - started
+    with benchmark_lock():  # the timed part: latency runs and perplexity (its time is reported)
         started = time.perf_counter()
-        rows, timings = minilm()
-        gemma_rows = gemma()
-        seconds = time.perf_counter() - started
+        timings = minilm_latency(base, reports, models, graphs)
+        gemma_rows = gemma(folders)
+        seconds += time.perf_counter() - started  # not counting the wait for the lock
     compare_plot(list(MINILM_SCHEMES))
     stable = stability(timings)
     markdown = render(rows, stable, gemma_rows, timings, seconds)
