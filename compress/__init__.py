@@ -30,6 +30,8 @@ _EXPORTS = {
     "evaluate": "compress.eval:evaluate",
     "LatencySettings": "compress.eval.latency:LatencySettings",
     "Report": "compress.report:Report",
+    "compare": "compress.compare:compare",
+    "TaskOptions": "compress.eval.tasks:TaskOptions",
     "CompressError": "compress.errors:CompressError",
     "BadInput": "compress.errors:BadInput",
 }
@@ -45,8 +47,10 @@ __all__ = [
     "Recipe",
     "Report",
     "Targets",
+    "TaskOptions",
     "__version__",
     "apply",
+    "compare",
     "compress_checkpoint",
     "evaluate",
     "load",
@@ -72,9 +76,11 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from compress.api import prune, quantize
     from compress.artifact import Artifact
+    from compress.compare import compare
     from compress.errors import BadInput, CompressError
     from compress.eval import evaluate
     from compress.eval.latency import LatencySettings
+    from compress.eval.tasks import TaskOptions
     from compress.model import Model, load
     from compress.passes.prune import PruneConfig as Prune
     from compress.passes.quantize import QuantizeConfig as Quantize

@@ -19,3 +19,7 @@ class BadInput(CompressError):
 
 class Unsupported(CompressError):
     """The input is valid but compress cannot handle it (an architecture, an operator): exit code 2."""
+
+
+class Unavailable(CompressError):
+    """A runtime, device or export is not there: reported as an 'unavailable' row with this reason."""

@@ -126,9 +126,25 @@ class Report:
                     f"retention {_num(a.retention, 4)}",
                 )
             )
-            for key in ("embedding_cosine_mean", "top1_agreement"):
+            if "macro_f1" in a.details:
+                rows.append(
+                    (
+                        "macro F1",
+                        _num(a.details.get("baseline_macro_f1"), 4),
+                        _num(a.details["macro_f1"], 4),
+                        "",
+                    )
+                )
+            for key in (
+                "embedding_cosine_mean",
+                "top1_agreement",
+                "prediction_agreement",
+                "pairwise_spearman",
+            ):
                 if key in a.details:
                     rows.append((key.replace("_", " "), "", _num(a.details[key], 4), ""))
+            if a.metric == "spearman" and "cosine_mean" in a.details:
+                rows.append(("embedding cosine mean", "", _num(a.details["cosine_mean"], 4), ""))
         else:
             rows.append(("accuracy", "", "unavailable", a.reason or ""))
         summary = self.tensor_summary()
@@ -156,6 +172,9 @@ class Report:
                     _speed(row["speedup"]) + (f" (ideal {ideal:.2f}×)" if ideal else ""),
                 )
             )
+            memory = _memory_row(row)
+            if memory:
+                rows.append(memory)
         return rows
 
     def structure_rows(self) -> list[tuple[str, str, str, str]]:
@@ -225,6 +244,22 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value
+
+
+def _memory_row(row: dict) -> tuple[str, str, str, str] | None:
+    """Peak memory of one call of each model (RSS, or CUDA max allocated) beside a latency row."""
+    for key, what in (("cuda_max_allocated_mb", "CUDA max allocated"), ("peak_rss_mb", "peak RSS (call)")):
+        if row.get(key) is None:
+            continue
+        if key == "cuda_max_allocated_mb":
+            return (f"  {what}", f"{row[f'baseline_{key}']:.0f} MB", f"{row[key]:.0f} MB", "")
+
+        def cell(prefix: str) -> str:
+            call = row.get(f"{prefix}call_rss_mb")
+            return f"{row[f'{prefix}peak_rss_mb']:.0f} MB" + (f" (+{call:.0f})" if call is not None else "")
+
+        return (f"  {what}", cell("baseline_"), cell(""), "")
+    return None
 
 
 def _mb(n: int | None) -> str:

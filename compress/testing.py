@@ -67,24 +67,30 @@ def tiny_tokenizer():
     )
 
 
-def write_tiny_bert(folder: str | Path, seed: int = 0) -> Path:
-    """A 2-layer BERT encoder with a WordPiece tokenizer, saved as an HF folder. Returns the weights file."""
-    import torch
-    from transformers import BertConfig, BertModel
+def _tiny_bert_config(vocab_size: int, **extra):
+    from transformers import BertConfig
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = tiny_tokenizer()
-    tokenizer.save_pretrained(folder)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
+    return BertConfig(
+        vocab_size=vocab_size,
         hidden_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,
         intermediate_size=128,
         max_position_embeddings=160,
-        architectures=["BertModel"],
+        **extra,
     )
+
+
+def write_tiny_bert(folder: str | Path, seed: int = 0) -> Path:
+    """A 2-layer BERT encoder with a WordPiece tokenizer, saved as an HF folder. Returns the weights file."""
+    import torch
+    from transformers import BertModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = tiny_tokenizer()
+    tokenizer.save_pretrained(folder)
+    config = _tiny_bert_config(len(tokenizer), architectures=["BertModel"])
     torch.manual_seed(seed)
     BertModel(config).eval().save_pretrained(folder)
     return folder / "model.safetensors"
@@ -144,3 +150,25 @@ def assert_similar(a, b, *, min_cosine: float = 0.99) -> None:
     a, b = a.flatten().double(), b.flatten().double()
     cos = torch.nn.functional.cosine_similarity(a, b, dim=0).item()
     assert cos >= min_cosine, f"cosine {cos:.5f} < {min_cosine}"
+
+
+def write_tiny_bert_classifier(
+    folder: str | Path, seed: int = 0, labels: tuple[str, ...] = ("ham", "spam")
+) -> Path:
+    """A 2-layer BertForSequenceClassification with named labels, saved as an HF folder."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = tiny_tokenizer()
+    tokenizer.save_pretrained(folder)
+    config = _tiny_bert_config(
+        len(tokenizer),
+        architectures=["BertForSequenceClassification"],
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+    )
+    torch.manual_seed(seed)
+    BertForSequenceClassification(config).eval().save_pretrained(folder)
+    return folder / "model.safetensors"

@@ -16,6 +16,7 @@ COMMANDS = {
     "quantize": "compress.cli.quantize:quantize",
     "eval": "compress.cli.eval:eval_command",
     "prune": "compress.cli.prune:prune",
+    "compare": "compress.cli.compare:compare_command",
 }
 
 

@@ -87,12 +87,20 @@ def eval_options(fn: Callable) -> Callable:
     """Options of the evaluator, shared by every command that evaluates."""
     options = [
         click.option(
-            "--task", default="auto", show_default=True, help="Accuracy task: auto, classification, fidelity."
+            "--task",
+            default="auto",
+            show_default=True,
+            help="Accuracy task: auto, classification, embedding, causal-lm, fidelity.",
         ),
         click.option(
-            "--data", metavar="PATH|NAME", help="Labelled data (.jsonl/.csv) or a built-in set (spam)."
+            "--data",
+            metavar="PATH|NAME",
+            help="Evaluation data: .jsonl/.csv (text, label; or text1, text2, score), .npz arrays, "
+            ".txt, or built-in spam / wiki.",
         ),
         click.option("--limit", type=int, metavar="N", help="Use at most N rows per split (quick runs)."),
+        click.option("--text-column", default="text", show_default=True, help="Text column of --data."),
+        click.option("--label-column", default="label", show_default=True, help="Label column of --data."),
         click.option(
             "--device",
             "devices",
@@ -105,7 +113,7 @@ def eval_options(fn: Callable) -> Callable:
             "runtimes",
             default="torch",
             show_default=True,
-            help="Runtimes to time, comma-separated.",
+            help="Runtimes to time, comma-separated: torch, onnxruntime (exported and checked first).",
         ),
         click.option("--batch-size", type=int, default=8, show_default=True, help="Latency batch size."),
         click.option("--seq-len", type=int, default=128, show_default=True, help="Latency sequence length."),
@@ -116,6 +124,20 @@ def eval_options(fn: Callable) -> Callable:
             default=30.0,
             show_default=True,
             help="Seconds of timing per device and runtime, at most.",
+        ),
+        click.option(
+            "--window", type=int, default=512, show_default=True, help="causal-lm: tokens per window."
+        ),
+        click.option("--stride", type=int, help="causal-lm: tokens the window advances (default: window)."),
+        click.option(
+            "--max-tokens",
+            type=int,
+            default=8192,
+            show_default=True,
+            help="causal-lm: tokens of the text scored, at most.",
+        ),
+        click.option(
+            "--markdown", "markdown_path", metavar="PATH", help="Write the report as Markdown to PATH."
         ),
     ]
     for option in reversed(options):
@@ -145,6 +167,13 @@ def evaluate_from_options(candidate: Any, baseline: Any, opts: dict, progress, i
         devices=split_list(opts["devices"]),
         latency=settings,
         inputs=inputs,
+        task_options={
+            "window": opts["window"],
+            "stride": opts["stride"],
+            "max_tokens": opts["max_tokens"],
+            "text_column": opts["text_column"],
+            "label_column": opts["label_column"],
+        },
         progress=progress,
     )
 
@@ -160,7 +189,7 @@ def write_text(path: str, text: str) -> None:
         tmp.write_text(text)
 
 
-def emit_report(report: Any, json_path: str | None, quiet: bool) -> None:
+def emit_report(report: Any, json_path: str | None, quiet: bool, markdown_path: str | None = None) -> None:
     from compress.cli.render import report_table
 
     if not quiet:
@@ -169,3 +198,5 @@ def emit_report(report: Any, json_path: str | None, quiet: bool) -> None:
             stderr.print(f"[dim]- {note}[/]", soft_wrap=True)
     if json_path:
         write_text(json_path, report.to_json() + "\n")
+    if markdown_path:
+        write_text(markdown_path, report.to_markdown())

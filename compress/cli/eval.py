@@ -32,7 +32,9 @@ def eval_command(candidate: str, baseline: str, json_path: str | None, quiet: bo
 
     \b
     compress eval out/model.safetensors --baseline model.safetensors --json report.json
+    compress eval out/ --baseline model/ --task classification --data test.jsonl \\
+        --runtime torch,onnxruntime --device cpu,cuda --json r.json --markdown r.md
     """
     progress = make_progress(quiet)
     report = evaluate_from_options(candidate, baseline, eval_opts, progress)
-    emit_report(report, json_path, quiet)
+    emit_report(report, json_path, quiet, eval_opts["markdown_path"])

@@ -93,4 +93,4 @@ def quantize(
     if no_eval:
         return
     report = evaluate_from_options(artifact.path, source, eval_opts, progress)
-    emit_report(report, json_path, quiet)
+    emit_report(report, json_path, quiet, eval_opts["markdown_path"])

@@ -18,3 +18,14 @@ def report_table(report: Report) -> Table:
         style = "red" if "slower" in change or cand == "unavailable" else None
         table.add_row(what, base, cand, change, style=style)
     return table
+
+
+def comparison_table(comparison) -> Table:
+    table = Table(title=f"compared with {comparison.reports[0].baseline.get('name')}", title_justify="left")
+    table.add_column("")
+    table.add_column("baseline", justify="right")
+    for name in comparison.names:
+        table.add_column(name, justify="right")
+    for row in comparison.rows():
+        table.add_row(*row)
+    return table

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compress.errors import BadInput
-from compress.eval.calls import batch_size_of, call_module, move_inputs
 from compress.eval.environment import environment
-from compress.eval.latency import LatencySettings, cpu_timer, cuda_timer, measure_pair
+from compress.eval.latency import LatencySettings
+from compress.eval.runtimes import OnnxGraphs, check_choices, export_samples, latency_row
 from compress.eval.size import size_section, tensor_errors
 from compress.eval.structure import annotate_latency, structure_sections
-from compress.eval.tasks import AccuracyResult, pick_task
-from compress.eval.text import latency_inputs
+from compress.eval.tasks import AccuracyResult, TaskOptions, pick_task
 from compress.model import Model, load
-from compress.report import Report
 
-RUNTIMES = ("torch",)
+if TYPE_CHECKING:
+    from compress.report import Report
+
+RUNTIMES = ("torch",)  # the default; "onnxruntime" exports both models first
 DEVICES = ("cpu", "cuda")
 
 
@@ -31,12 +32,16 @@ def evaluate(
     devices: Sequence[str] = DEVICES,
     latency: LatencySettings | None = None,
     inputs: Any = None,
+    task_options: TaskOptions | dict | None = None,
     progress=None,
 ) -> Report:
     """Compare a candidate with its baseline and return a Report.
 
     `candidate` and `baseline` are paths, `Model`s, `torch.nn.Module`s or an `Artifact`.
     `inputs` are sample inputs for models without a tokenizer (latency and fidelity).
+    `runtimes`: "torch" and/or "onnxruntime" (both models exported to ONNX and checked against
+    torch first); `devices`: "cpu" and/or "cuda". An absent one gives an 'unavailable' row.
+    `task_options` (a TaskOptions or a dict of its fields): text length, causal-lm window and stride.
 
     Example:
         >>> import compress as cz
@@ -44,6 +49,10 @@ def evaluate(
         >>> report.metric("accuracy.retention")                               # doctest: +SKIP
         0.999
     """
+    from compress.report import Report  # here, not at the top: report.py imports this package
+
+    check_choices(devices, runtimes)
+    options = task_options if isinstance(task_options, TaskOptions) else TaskOptions.from_dict(task_options)
     cand = _as_model(candidate, progress)
     base = _as_model(baseline, progress)
     check_compatible(cand, base)
@@ -52,22 +61,27 @@ def evaluate(
     settings = latency or LatencySettings()
 
     tensors = tensor_errors(cand.checkpoint, base.checkpoint) if cand.checkpoint and base.checkpoint else []
-    chosen, why = pick_task(base, task, data, inputs=inputs, limit=limit)
+    chosen, why = pick_task(base, task, data, inputs=inputs, limit=limit, options=options)
     notes.append(why)
     if chosen is None:
         accuracy = AccuracyResult.unavailable(why)
     else:
         accuracy = chosen.run(base, cand, progress=progress)
 
-    rows = [
-        latency_row(cand, base, device, runtime, settings, inputs, progress)
-        for device in devices
-        for runtime in runtimes
-    ]
+    graphs = OnnxGraphs(export_samples(inputs))
+    try:
+        rows = [
+            latency_row(cand, base, device, runtime, settings, inputs, graphs, progress)
+            for device in devices
+            for runtime in runtimes
+        ]
+    finally:
+        graphs.close()
+    notes += graphs.notes
     sparsity, compute = structure_sections(cand, base, settings, inputs)
     notes += annotate_latency(rows, compute, sparsity)
     return Report(
-        candidate=describe(cand),
+        candidate=describe(cand, getattr(candidate, "recipe", None)),
         baseline=describe(base),
         size=size_section(cand, base),
         accuracy=accuracy,
@@ -88,14 +102,15 @@ def _as_model(source: Any, progress) -> Model:
     return load(source, progress=progress)
 
 
-def describe(model: Model) -> dict:
+def describe(model: Model, recipe: list[dict] | None = None) -> dict:
+    """Who a model is; `recipe` for an in-memory Artifact, whose model has no file that records it."""
     info = model.compression
     return {
         "name": model.name,
         "path": str(model.checkpoint) if model.checkpoint else None,
         "family": model.family,
         "architecture": (getattr(model.config, "architectures", None) or [None])[0] if model.config else None,
-        "recipe": info.recipe if info else [],
+        "recipe": info.recipe if info else (recipe or []),
         "source_sha256": info.source_sha256 if info else None,
     }
 
@@ -109,6 +124,16 @@ def check_compatible(cand: Model, base: Model) -> None:
         a, b = cand.config.model_type, base.config.model_type
         if a != b:
             raise BadInput(f"baseline is a '{b}' model and candidate a '{a}' model; compare like with like.")
+        arch_a, arch_b = (describe(m)["architecture"] for m in (cand, base))
+        if arch_a != arch_b:
+            raise BadInput(
+                f"baseline is a {arch_b} and candidate a {arch_a}; their outputs are not comparable."
+            )
+    elif cand.family == base.family == "module" and type(cand.module) is not type(base.module):
+        raise BadInput(
+            f"baseline is a {type(base.module).__name__} and candidate a {type(cand.module).__name__}; "
+            "compare like with like."
+        )
 
 
 def _source_check(cand: Model, base: Model) -> list[str]:
@@ -119,74 +144,3 @@ def _source_check(cand: Model, base: Model) -> list[str]:
     if sha256_file(base.checkpoint) != cand.compression.source_sha256:
         return ["the baseline is not the checkpoint this candidate was made from (sha256 differs)"]
     return []
-
-
-def unavailable_row(device: str, runtime: str, reason: str) -> dict:
-    return {"device": device, "runtime": runtime, "status": "unavailable", "reason": reason}
-
-
-def latency_row(
-    cand: Model, base: Model, device: str, runtime: str, settings: LatencySettings, inputs: Any, progress
-) -> dict:
-    import torch
-
-    if not (cand.runnable and base.runnable):
-        return unavailable_row(device, runtime, "no architecture (config.json) beside the checkpoint")
-    if runtime != "torch":
-        return unavailable_row(device, runtime, f"runtime '{runtime}' is not supported yet")
-    if device == "cuda" and not torch.cuda.is_available():
-        return unavailable_row(device, runtime, "no CUDA device (torch.cuda.is_available() is False)")
-    if device not in ("cpu", "cuda"):
-        raise BadInput(f"unknown device '{device}'; valid: cpu, cuda.")
-    if inputs is None:
-        if base.tokenizer is None:
-            return unavailable_row(device, runtime, "needs sample inputs for a model without a tokenizer")
-        batch = latency_inputs(base, settings.batch_size, settings.seq_len)
-        shape = {"batch_size": settings.batch_size, "seq_len": settings.seq_len}
-    else:
-        batch = inputs
-        shape = {"batch_size": batch_size_of(inputs), "seq_len": None}
-    previous_threads = torch.get_num_threads()
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    try:
-        run_b, run_c = (_torch_call(m.module, batch, device) for m in (base, cand))
-        pair = measure_pair(run_b, run_c, settings, cuda_timer if device == "cuda" else cpu_timer, progress)
-    finally:
-        torch.set_num_threads(previous_threads)
-        if device != "cpu":
-            base.module.to("cpu")
-            cand.module.to("cpu")
-    items = shape["batch_size"] or 1
-    return {
-        "device": device,
-        "runtime": runtime,
-        "status": "ok",
-        "reason": None,
-        **shape,
-        "threads": torch.get_num_threads() if not settings.threads else settings.threads,
-        "p50_ms": pair.candidate.p50,
-        "p90_ms": pair.candidate.p90,
-        "iqr_ms": pair.candidate.iqr,
-        "baseline_p50_ms": pair.baseline.p50,
-        "baseline_p90_ms": pair.baseline.p90,
-        "baseline_iqr_ms": pair.baseline.iqr,
-        "speedup": pair.speedup,
-        "speedup_ci": list(pair.speedup_ci),
-        "throughput": items * 1e3 / pair.candidate.p50,
-        "baseline_throughput": items * 1e3 / pair.baseline.p50,
-        "rounds": pair.rounds,
-    }
-
-
-def _torch_call(module, batch: Any, device: str):
-    import torch
-
-    module.to(device)
-    moved = move_inputs(batch, device)
-
-    def run():
-        with torch.inference_mode():
-            return call_module(module, moved)
-
-    return run

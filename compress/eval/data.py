@@ -46,24 +46,7 @@ def load_labelled(
     the text so the choice is stable, fit the probe and the other half are scored. `limit` caps
     each split (for quick runs).
     """
-    name = str(source)
-    if name in BUILTIN:
-        path = resources.files("compress.data").joinpath(BUILTIN[name])
-        with resources.as_file(path) as real:
-            rows = _read_jsonl(Path(real), name)
-        label = f"{name} (built-in)"
-    else:
-        path = Path(name)
-        if not path.exists():
-            known = ", ".join(BUILTIN)
-            raise BadInput(f"{path}: no such data file (built-in data sets: {known}).")
-        rows = _read_rows(path)
-        label = str(path)
-    if not rows:
-        raise BadInput(f"{label}: has no rows.")
-    for column in (text_column, label_column):
-        if column not in rows[0]:
-            raise BadInput(f"{label}: has no '{column}' column (columns: {', '.join(rows[0])}).")
+    label, rows = read_rows(source, (text_column, label_column))
     texts = [str(r[text_column]) for r in rows]
     raw_labels = [str(r[label_column]) for r in rows]
     names = sorted(set(raw_labels))
@@ -88,6 +71,29 @@ def load_labelled(
         test_labels=[y for _, y in test],
         label_names=names,
     )
+
+
+def read_rows(source: str | Path, columns: tuple[str, ...]) -> tuple[str, list[dict]]:
+    """(a label for messages, the rows) of a built-in set or a .jsonl/.csv file that has `columns`."""
+    name = str(source)
+    if name in BUILTIN:
+        path = resources.files("compress.data").joinpath(BUILTIN[name])
+        with resources.as_file(path) as real:
+            rows = _read_jsonl(Path(real), name)
+        label = f"{name} (built-in)"
+    else:
+        path = Path(name)
+        if not path.exists():
+            known = ", ".join(BUILTIN)
+            raise BadInput(f"{path}: no such data file (built-in data sets: {known}).")
+        rows = _read_rows(path)
+        label = str(path)
+    if not rows:
+        raise BadInput(f"{label}: has no rows.")
+    for column in columns:
+        if column not in rows[0]:
+            raise BadInput(f"{label}: has no '{column}' column (columns: {', '.join(rows[0])}).")
+    return label, rows
 
 
 def load_text(source: str | Path = "wiki", *, text_column: str = "text") -> str:
@@ -139,14 +145,58 @@ def _read_jsonl(path: Path, label: str) -> list[dict]:
             for number, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                row = json.loads(line)
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    raise BadInput(f"{label}: line {number} is not valid JSON.") from None
                 if not isinstance(row, dict):
                     raise BadInput(f"{label}: line {number} is not a JSON object.")
                 rows.append(row)
-    except json.JSONDecodeError as exc:
-        raise BadInput(
-            f"{label}: line {exc.lineno if hasattr(exc, 'lineno') else '?'} is not valid JSON."
-        ) from None
     except (UnicodeDecodeError, OSError, EOFError) as exc:
         raise BadInput(f"{label}: cannot be read ({exc}).") from None
     return rows
+
+
+INPUT_KEYS = ("x", "images", "inputs", "data", "x_test")
+LABEL_KEYS = ("y", "labels", "targets", "y_test")
+
+
+def load_arrays(path: str | Path, limit: int | None = None):
+    """(inputs, labels, description) from an .npz file: inputs under x/images/inputs/data, integer
+    labels under y/labels/targets (else the first float and the first integer array)."""
+    import zipfile
+
+    import numpy as np
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise BadInput(f"{path}: no such data file.")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise BadInput(f"{path}: is not a readable .npz file ({exc}).") from None
+
+    def pick(keys: tuple[str, ...], kind: str, what: str) -> str:
+        for key in keys:
+            if key in arrays:
+                return key
+        for key, value in arrays.items():
+            if value.dtype.kind in kind:
+                return key
+        raise BadInput(f"{path}: has no {what} array (arrays: {', '.join(arrays) or 'none'}).")
+
+    x_key = pick(INPUT_KEYS, "f", "input")
+    y_key = pick(LABEL_KEYS, "iu", "integer label")
+    x, y = arrays[x_key], arrays[y_key]
+    if y.dtype.kind not in "iu" or y.ndim != 1:
+        raise BadInput(f"{path}: '{y_key}' must be a 1-D array of integer labels, not {y.dtype} {y.shape}.")
+    if len(x) == 0:
+        raise BadInput(f"{path}: '{x_key}' is empty.")
+    if len(x) != len(y):
+        raise BadInput(f"{path}: '{x_key}' has {len(x)} rows but '{y_key}' has {len(y)} labels.")
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    inputs = torch.from_numpy(np.ascontiguousarray(x)).float()
+    return inputs, torch.from_numpy(y.astype("int64")), f"{path} ({x_key}: {list(x.shape)}, {y_key})"

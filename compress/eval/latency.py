@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from compress.config import Settings
+from compress.errors import BadInput
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,6 +31,15 @@ class LatencySettings(Settings):
     max_rounds: int = 300
     budget_s: float = 30.0
     target_rel_ci: float = 0.02
+
+    def validate(self) -> None:
+        for name in ("batch_size", "seq_len", "min_rounds", "max_rounds"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"latency: {name} must be at least 1, got {getattr(self, name)}.")
+        if self.threads is not None and self.threads < 1:
+            raise BadInput(f"latency: threads must be at least 1, got {self.threads}.")
+        if self.budget_s <= 0 or self.warmup < 0:
+            raise BadInput("latency: the budget must be positive and the warm-up not negative.")
 
 
 @dataclass

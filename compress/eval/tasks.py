@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import ClassVar
 
+from compress.config import Settings
 from compress.errors import BadInput
 from compress.eval.calls import call_module, main_output
 from compress.eval.data import LabelledTexts, load_labelled, load_text
@@ -285,35 +287,97 @@ class Perplexity(Task):
         )
 
 
+@dataclass(frozen=True, kw_only=True)
+class TaskOptions(Settings):
+    """Settings of the accuracy tasks; each task reads the ones it needs."""
+
+    kind: ClassVar[str] = "task options"
+    max_length: int = 128  # tokens per text (classification, embedding, fidelity)
+    batch_size: int = 32
+    text_column: str = "text"
+    label_column: str = "label"
+    window: int = 512  # causal-lm: tokens per window
+    stride: int | None = None  # causal-lm: tokens the window advances (default: the window)
+    max_tokens: int = 8192  # causal-lm: tokens of the text scored, at most
+
+    def validate(self) -> None:
+        for name in ("max_length", "batch_size", "window", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"task options: {name} must be at least 1, got {getattr(self, name)}.")
+
+
+TASKS = ("auto", "classification", "embedding", "causal-lm", "fidelity")
+
+
+def _auto(baseline: Model, data: str | None) -> tuple[str, str]:
+    family, has_tok = baseline.family, baseline.tokenizer is not None
+    if data is not None and str(data).endswith(".npz"):
+        return "classification", "labelled arrays given"
+    if family == "encoder" and has_tok:
+        return "classification", "a linear probe on its sentence embeddings"
+    if family == "classifier" and has_tok and data is not None:
+        return "classification", "its classification head on the labelled data"
+    if family == "causal-lm" and has_tok:
+        return "causal-lm", "perplexity"
+    why = "no labelled data given for its head" if family == "classifier" else "output agreement, no labels"
+    return "fidelity", why
+
+
 def pick_task(
-    baseline: Model, task: str = "auto", data: str | None = None, inputs=None, limit: int | None = None
+    baseline: Model,
+    task: str = "auto",
+    data: str | None = None,
+    inputs=None,
+    limit: int | None = None,
+    options: TaskOptions | None = None,
 ) -> tuple[Task | None, str]:
     """The task to run, and a sentence saying what was picked and why (or why none)."""
+    from compress.eval.classify import ArrayClassification, HeadClassification
+    from compress.eval.embedding import Embedding
+
+    o = options or TaskOptions()
+    if task not in TASKS:
+        raise BadInput(f"unknown task '{task}'; valid: {', '.join(TASKS)}.")
     if not baseline.runnable:
         return None, "no architecture (config.json) beside the checkpoint: accuracy and latency need one"
     if task == "auto":
-        if baseline.family == "encoder" and baseline.tokenizer is not None:
-            task = "classification"
-        elif baseline.family == "causal-lm" and baseline.tokenizer is not None:
-            task = "causal-lm"
-        else:
-            task = "fidelity"
+        task, reason = _auto(baseline, data)
         article = "an" if baseline.family[0] in "aeiou" else "a"
-        why = f"task auto: picked '{task}' for {article} {baseline.family} model"
+        why = f"task auto: picked '{task}' for {article} {baseline.family} model ({reason})"
     else:
         why = f"task '{task}' as asked"
+    text = {"max_length": o.max_length, "batch_size": o.batch_size}
     if task == "classification":
+        if data is not None and str(data).endswith(".npz"):
+            return ArrayClassification(data, limit=limit, batch_size=o.batch_size), why
+        if baseline.family == "classifier":
+            if data is None:
+                raise BadInput(
+                    "classification with the model's own head needs labelled data (--data) whose labels "
+                    "match the head."
+                )
+            columns = {"text_column": o.text_column, "label_column": o.label_column}
+            return HeadClassification(data, limit=limit, **columns, **text), why
         if baseline.family != "encoder":
-            raise BadInput(f"the classification probe needs an encoder; this model is a {baseline.family}.")
-        return ProbeClassification(load_labelled(data or "spam", limit=limit)), why
+            raise BadInput(
+                f"the classification task needs an encoder, a classifier or .npz arrays; this model is a "
+                f"{baseline.family}."
+            )
+        labelled = load_labelled(
+            data or "spam", text_column=o.text_column, label_column=o.label_column, limit=limit
+        )
+        return ProbeClassification(labelled, **text), why
+    if task == "embedding":
+        return Embedding(data, text_column=o.text_column, limit=limit, **text), why
     if task == "causal-lm":
         if baseline.family != "causal-lm":
             raise BadInput(
                 f"the causal-lm task needs a causal language model; this model is a {baseline.family}."
             )
-        return Perplexity(load_text(data or "wiki"), data or "wiki (built-in, test half)"), why
-    if task == "fidelity":
-        if inputs is None and baseline.tokenizer is None:
-            return None, "fidelity needs sample inputs for a model without a tokenizer"
-        return Fidelity(inputs=inputs), why
-    raise BadInput(f"unknown task '{task}'; valid: auto, classification, causal-lm, fidelity.")
+        source = data or "wiki"
+        label = "wiki (built-in, test half)" if data is None else str(data)
+        text_of = load_text(source, text_column=o.text_column)
+        return Perplexity(text_of, label, window=o.window, stride=o.stride, max_tokens=o.max_tokens), why
+    if inputs is None and baseline.tokenizer is None:
+        return None, "fidelity needs sample inputs for a model without a tokenizer"
+    return Fidelity(inputs=inputs, max_length=o.max_length), why
