@@ -30,24 +30,32 @@ _EXPORTS = {
     "Report": "compress.report:Report",
     "CompressError": "compress.errors:CompressError",
     "BadInput": "compress.errors:BadInput",
+    "gate": "compress.gate:gate",
+    "Rule": "compress.gate:Rule",
+    "run_recipe": "compress.runner:run_recipe",
+    "History": "compress.history:History",
 }
 
 __all__ = [
     "Artifact",
     "BadInput",
     "CompressError",
+    "History",
     "LatencySettings",
     "Model",
     "Quantize",
     "Recipe",
     "Report",
+    "Rule",
     "Targets",
     "__version__",
     "apply",
     "compress_checkpoint",
     "evaluate",
+    "gate",
     "load",
     "quantize",
+    "run_recipe",
 ]
 
 
@@ -71,9 +79,12 @@ if TYPE_CHECKING:
     from compress.errors import BadInput, CompressError
     from compress.eval import evaluate
     from compress.eval.latency import LatencySettings
+    from compress.gate import Rule, gate
+    from compress.history import History
     from compress.model import Model, load
     from compress.passes.quantize import QuantizeConfig as Quantize
     from compress.pipeline import apply, compress_checkpoint
     from compress.recipe import Recipe
     from compress.report import Report
+    from compress.runner import run_recipe
     from compress.targets import Targets

@@ -15,6 +15,10 @@ from compress._version import __version__
 COMMANDS = {
     "quantize": "compress.cli.quantize:quantize",
     "eval": "compress.cli.eval:eval_command",
+    "run": "compress.cli.run:run_command",
+    "gate": "compress.cli.gate:gate_command",
+    "history": "compress.cli.history:history_command",
+    "passes": "compress.cli.passes:passes_command",
 }
 
 
