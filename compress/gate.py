@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from compress.config import Settings
+from compress.config import Settings, _suggest
 from compress.errors import BadInput
 from compress.report import Report, is_number
 
@@ -213,25 +213,9 @@ def gate(
     for rule in parsed:
         value = metric_value(report, rule.metric, "the report")
         if rule.min is not None:
-            ok = value >= rule.min
-            reason = (
-                f"{rule.metric} = {fmt(value)} >= {fmt(rule.min)}"
-                if ok
-                else f"{rule.metric} is {fmt(value)}, below the minimum {fmt(rule.min)}"
-            )
-            checks.append(
-                Check(rule.metric, f">= {fmt(rule.min)}", _status(ok), value, rule.min, None, reason)
-            )
+            checks.append(_bound_check(rule.metric, value, rule.min, lower=True))
         if rule.max is not None:
-            ok = value <= rule.max
-            reason = (
-                f"{rule.metric} = {fmt(value)} <= {fmt(rule.max)}"
-                if ok
-                else f"{rule.metric} is {fmt(value)}, above the maximum {fmt(rule.max)}"
-            )
-            checks.append(
-                Check(rule.metric, f"<= {fmt(rule.max)}", _status(ok), value, rule.max, None, reason)
-            )
+            checks.append(_bound_check(rule.metric, value, rule.max, lower=False))
         if rule.compares_with_previous:
             checks.append(_regression_check(rule, value, report, previous))
     notes = []
@@ -247,6 +231,19 @@ def gate(
 
 def _status(ok: bool) -> str:
     return PASS if ok else FAIL
+
+
+def _bound_check(metric: str, value: float, bound: float, lower: bool) -> Check:
+    """value >= bound (a lower bound) or value <= bound (an upper one)."""
+    ok = value >= bound if lower else value <= bound
+    sign = ">=" if lower else "<="
+    if ok:
+        reason = f"{metric} = {fmt(value)} {sign} {fmt(bound)}"
+    else:
+        reason = (
+            f"{metric} is {fmt(value)}, {'below the minimum' if lower else 'above the maximum'} {fmt(bound)}"
+        )
+    return Check(metric, f"{sign} {fmt(bound)}", _status(ok), value, bound, None, reason)
 
 
 def _regression_check(rule: Rule, value: float, report: Report, previous: Report | None) -> Check:
@@ -309,8 +306,6 @@ def metric_value(report: Report, path: str, where: str) -> float:
         if reason:
             raise BadInput(f"gate rule on '{path}': {where} has no value for it ({reason}).")
         known = report.metric_paths()
-        from compress.config import _suggest
-
         shown = ", ".join(known[:12]) + (" ..." if len(known) > 12 else "")
         raise BadInput(
             f"gate rule on '{path}': {where} has no such metric{_suggest(path, known)}; "

@@ -22,6 +22,7 @@ from typing import Any
 
 from compress._version import __version__
 from compress.config import PassConfig
+from compress.errors import BadInput
 from compress.recipe import Recipe
 from compress.targets import Targets
 
@@ -111,6 +112,7 @@ def plan_run(
         targets = getattr(cfg, "targets", None)
         if isinstance(targets, Targets):
             select_checkpoint_tensors(file, targets, f"passes[{i}] ({cfg.kind})")
+    _check_data_files(recipe)
     out = Path(output) if output else default_output_dir(weights, recipe.name or "recipe")
     check_output_folder(out, weights)
     digest = sha256_file(weights)
@@ -120,6 +122,19 @@ def plan_run(
         key = step_key(digest, recipe, i)
         steps.append(Step(i, cfg, key, root / key if root else None))
     return Plan(recipe, weights, digest, out, steps)
+
+
+def _check_data_files(recipe: Recipe) -> None:
+    """A data file named in the recipe that is not there fails now, not after the passes."""
+    from compress.eval.data import BUILTIN, BUILTIN_TEXT
+
+    named = [("evaluate.data", recipe.evaluation.data)]
+    if recipe.uses_data():
+        named.append(("calibration.data", recipe.calibration.data))
+    for setting, name in named:
+        if name and name not in BUILTIN and name not in BUILTIN_TEXT and not Path(name).is_file():
+            known = ", ".join([*BUILTIN, *BUILTIN_TEXT])
+            raise BadInput(f"{setting}: {name}: no such file (built-in data sets: {known}).")
 
 
 def step_key(source_sha256: str, recipe: Recipe, index: int) -> str:

@@ -120,6 +120,14 @@ def test_bad_recipes_fail_before_any_work(tiny_bert, tmp_path, passes, expected)
     assert not (tmp_path / "out").exists() and not (tmp_path / "state" / "cache").exists()
 
 
+def test_a_missing_data_file_is_refused_before_any_work(tiny_bert, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("passes:\n" + INT8 + "evaluate: {data: missing.jsonl}\n")
+    result = run(str(recipe), str(tiny_bert), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "evaluate.data: missing.jsonl: no such file" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_pass_order_is_refused_before_any_work(tiny_bert, tmp_path, monkeypatch):
     fake_passes.install(monkeypatch, fake_passes.PRUNE)
     recipe = write_recipe(tmp_path, "  - {kind: quantize}\n  - {kind: prune}\n")
@@ -148,3 +156,17 @@ def test_help_on_the_recipe_commands():
     for command in ("run", "gate", "history", "passes"):
         result = CliRunner().invoke(main, [command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, command
+
+
+def test_a_second_run_is_gated_against_the_first_accepted_one(tiny_bert, tmp_path):
+    from compress.history import History
+
+    gate = "  - {metric: size.ratio, max: 0.5}\n  - {metric: size.ratio, max_regression: 0.0}\n"
+    recipe = write_recipe(tmp_path, INT8, gate)
+    history = History(tmp_path / "h.db")
+    first = run_recipe(recipe, tiny_bert, tmp_path / "one", history=history)
+    assert first.verdict.passed and first.verdict.checks[1].status == "skip"
+    second = run_recipe(recipe, tiny_bert, tmp_path / "two", history=history)
+    assert second.steps_reused == [0] and second.previous.id == 1
+    assert second.verdict.checks[1].status == "pass" and second.verdict.checks[1].previous is not None
+    assert [r.gate_status for r in history.runs()] == ["pass", "pass"]

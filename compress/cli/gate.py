@@ -7,6 +7,7 @@ import sys
 import click
 
 from compress.cli.common import handle_errors, history_options, open_history, quiet_option, write_text
+from compress.cli.verdict import junit_option, markdown_option
 
 
 def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
@@ -76,7 +77,8 @@ def rules_from_options(min_retention, max_size_ratio, min_speedup, mins, maxes, 
     metavar="PCT",
     help="With --against: how many percent worse than the previous run a metric may be.",
 )
-@click.option("--junit", metavar="PATH", help="Write JUnit XML (one test case per check) to PATH.")
+@junit_option
+@markdown_option
 @click.option(
     "--json", "json_path", metavar="PATH", help="Write the verdict as JSON to PATH ('-' for stdout)."
 )
@@ -96,6 +98,7 @@ def gate_command(
     against: str | None,
     tolerance: float,
     junit: str | None,
+    markdown: str | None,
     json_path: str | None,
     history_path: str,
     no_history: bool,
@@ -144,7 +147,7 @@ def gate_command(
         if run is not None:
             previous, label = run.load_report(), run.label()
     verdict = gate(report, rules, previous, previous_label=label)
-    emit_verdict(verdict, report, junit=junit, quiet=quiet)
+    emit_verdict(verdict, report, junit=junit, quiet=quiet, markdown=markdown)
     if json_path:
         write_text(json_path, json.dumps(verdict.to_dict(), indent=2) + "\n")
     if history is not None:

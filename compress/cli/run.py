@@ -16,6 +16,7 @@ from compress.cli.common import (
     quiet_option,
     stderr,
 )
+from compress.cli.verdict import junit_option, markdown_option
 
 
 @click.command(name="run")
@@ -35,7 +36,8 @@ from compress.cli.common import (
     help="Where each pass's result is kept, so a re-run skips the passes already done [env: COMPRESS_CACHE].",
 )
 @click.option("--no-cache", is_flag=True, help="Keep no intermediate results.")
-@click.option("--junit", metavar="PATH", help="Write the gate's verdict as JUnit XML to PATH.")
+@junit_option
+@markdown_option
 @json_option
 @history_options[0]
 @history_options[1]
@@ -49,6 +51,7 @@ def run_command(
     cache_dir: str,
     no_cache: bool,
     junit: str | None,
+    markdown: str | None,
     json_path: str | None,
     history_path: str,
     no_history: bool,
@@ -83,7 +86,7 @@ def run_command(
     if result.verdict is not None:
         from compress.cli.verdict import emit_verdict
 
-        emit_verdict(result.verdict, result.report, junit=junit, quiet=quiet)
+        emit_verdict(result.verdict, result.report, junit=junit, quiet=quiet, markdown=markdown)
         if not result.verdict.passed:
             sys.exit(1)
 

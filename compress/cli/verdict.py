@@ -1,4 +1,4 @@
-"""Showing a gate verdict: a table on stderr, JUnit XML on request, Markdown for GitHub's step summary."""
+"""Showing a gate verdict: a table on stderr; JUnit XML and Markdown on request; GitHub's step summary."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import click
 from rich.table import Table
 
 from compress.cli.common import stderr, write_text
@@ -13,6 +14,13 @@ from compress.gate import FAIL, PASS, Verdict, fmt
 
 SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 _STYLE = {PASS: ("PASS", "green"), FAIL: ("FAIL", "bold red"), "skip": ("SKIP", "yellow")}
+
+markdown_option = click.option(
+    "--markdown", metavar="PATH", help="Write the verdict and report as Markdown to PATH (e.g. a PR comment)."
+)
+junit_option = click.option(
+    "--junit", metavar="PATH", help="Write the verdict as JUnit XML (one test case per check) to PATH."
+)
 
 
 def verdict_table(verdict: Verdict) -> Table:
@@ -26,8 +34,10 @@ def verdict_table(verdict: Verdict) -> Table:
     return table
 
 
-def emit_verdict(verdict: Verdict, report: Any, *, junit: str | None, quiet: bool) -> None:
-    """The verdict table (unless quiet) and summary line on stderr; JUnit and step summary files."""
+def emit_verdict(
+    verdict: Verdict, report: Any, *, junit: str | None, quiet: bool, markdown: str | None = None
+) -> None:
+    """The verdict table (unless quiet) and summary line on stderr; JUnit, Markdown and step summary."""
     if not quiet:
         stderr.print(verdict_table(verdict))
         if verdict.previous:
@@ -38,7 +48,10 @@ def emit_verdict(verdict: Verdict, report: Any, *, junit: str | None, quiet: boo
     stderr.print(f"[{style}]{verdict.summary()}[/]", soft_wrap=True)
     if junit:
         write_text(junit, verdict.to_junit())
+    text = verdict.to_markdown() + "\n" + report.to_markdown()
+    if markdown:
+        write_text(markdown, text)
     summary = os.environ.get(SUMMARY_ENV)
     if summary:  # GitHub Actions shows this file on the run's page; append, as other steps may write too
         with Path(summary).open("a", encoding="utf-8") as f:
-            f.write(verdict.to_markdown() + "\n" + report.to_markdown() + "\n")
+            f.write(text + "\n")
