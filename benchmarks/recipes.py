@@ -31,10 +31,7 @@ RECIPES = sorted((ROOT.parent / "recipes").glob("*.yaml"))
 SCRATCH = WORK / "recipes"
 # The recipe NNCF's equivalent is compared with: (label, compress_weights arguments).
 PEERS = {
-    "int8-weight-only": (
-        "NNCF INT8_ASYM, per channel, all layers",
-        {"mode": "INT8_ASYM", "all_layers": True},
-    ),
+    "int8-weight-only": ("NNCF INT8_SYM, per channel (all layers)", {"mode": "INT8_SYM"}),
     "int4-weight-only": (
         "NNCF INT4_ASYM, group 32, all layers",
         {"mode": "INT4_ASYM", "group_size": 32, "ratio": 1.0, "all_layers": True},

@@ -66,6 +66,10 @@ def recipe_sha256(report: Report) -> str:
     return canonical_sha256(report.candidate.get("recipe") or [])
 
 
+class UnknownModel(BadInput):
+    """The report does not say which model the candidate was made from."""
+
+
 def model_sha256(report: Report) -> str:
     """The model hash: the checkpoint the candidate was made from (else the baseline file)."""
     from compress.checkpoint import sha256_file
@@ -76,7 +80,7 @@ def model_sha256(report: Report) -> str:
     path = report.baseline.get("path")
     if path and Path(path).is_file():
         return sha256_file(Path(path))
-    raise BadInput(
+    raise UnknownModel(
         "the report does not say which model the candidate was made from (no source_sha256, and its "
         f"baseline file {path!r} is not here)."
     )

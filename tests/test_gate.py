@@ -244,3 +244,11 @@ def test_against_last_compares_with_the_last_run_that_passed(tmp_path):
     assert result.exit_code == 0, result.stderr
     result = gate_cli(third, "--max-regression", "accuracy.retention=0.001", "--against", first)
     assert result.exit_code == 1 and "by 0.006 (allowed 0.001)" in result.stderr
+
+
+def test_a_verdict_on_a_report_of_unknown_origin_stands_but_is_not_recorded(tmp_path):
+    report = make_report(source=None)
+    result = gate_cli(write_report(tmp_path / "r.json", report), "--min-retention", "0.9")
+    assert result.exit_code == 0 and "verdict not recorded" in result.stderr
+    result = gate_cli(str(tmp_path / "r.json"), "--min-retention", "0.9", "--against", "last")
+    assert result.exit_code == 2 and "does not say which model" in result.stderr

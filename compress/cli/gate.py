@@ -6,7 +6,14 @@ import sys
 
 import click
 
-from compress.cli.common import handle_errors, history_options, open_history, quiet_option, write_text
+from compress.cli.common import (
+    handle_errors,
+    history_options,
+    open_history,
+    quiet_option,
+    stderr,
+    write_text,
+)
 from compress.cli.verdict import junit_option, markdown_option
 
 
@@ -120,7 +127,7 @@ def gate_command(
     from compress.cli.verdict import emit_verdict
     from compress.errors import BadInput
     from compress.gate import Rule, gate
-    from compress.history import canonical_sha256, model_sha256, recipe_sha256
+    from compress.history import UnknownModel, canonical_sha256, model_sha256, recipe_sha256
     from compress.recipe import Recipe
     from compress.report import Report
 
@@ -151,6 +158,9 @@ def gate_command(
     if json_path:
         write_text(json_path, json.dumps(verdict.to_dict(), indent=2) + "\n")
     if history is not None:
-        history.record_verdict(report, verdict)
+        try:
+            history.record_verdict(report, verdict)
+        except UnknownModel as exc:  # the verdict stands; only its record is missing, and we say so
+            stderr.print(f"[yellow]note:[/] verdict not recorded in {history.path}: {exc}", soft_wrap=True)
     if not verdict.passed:
         sys.exit(1)
