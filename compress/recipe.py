@@ -192,7 +192,29 @@ def _parse(loc: Located, default_name: str) -> Recipe:
         description=data.get("description") or "",
     )
     recipe.check_order(loc)
+    _check_latency_rules(loc, recipe)
     return recipe
+
+
+def _check_latency_rules(loc: Located, recipe: Recipe) -> None:
+    """A latency rule needs its device (and runtime) in the evaluation, or the report cannot have it."""
+    e = recipe.evaluation
+    for i, rule in enumerate(recipe.gate):
+        parts = rule.metric.split(".")
+        if parts[0] != "latency" or len(parts) < 3:
+            continue
+        if parts[1] not in e.devices:
+            raise loc.error(
+                f"gate[{i}]",
+                f"gate[{i}]: a rule on '{rule.metric}' needs device '{parts[1]}' in evaluate.devices "
+                f"(now {', '.join(e.devices)}).",
+            )
+        if len(parts) == 4 and parts[2] not in e.runtimes:
+            raise loc.error(
+                f"gate[{i}]",
+                f"gate[{i}]: a rule on '{rule.metric}' needs runtime '{parts[2]}' in evaluate.runtimes "
+                f"(now {', '.join(e.runtimes)}).",
+            )
 
 
 def _passes(loc: Located, items: Any) -> list[PassConfig]:

@@ -126,6 +126,21 @@ def test_a_rule_on_absolute_latency_is_refused_in_favour_of_the_speedup():
     assert "'latency.cpu.speedup'" in message
 
 
+def test_a_latency_rule_needs_its_device_in_the_evaluation():
+    message = error_of(
+        "passes: [{kind: quantize}]\nevaluate: {devices: [cpu]}\ngate:\n"
+        "  - {metric: size.ratio, max: 1}\n  - {metric: latency.cuda.speedup, min: 1}\n"
+    )
+    assert message == (
+        "r.yaml, line 5: gate[1]: a rule on 'latency.cuda.speedup' needs device 'cuda' in "
+        "evaluate.devices (now cpu)."
+    )
+    message = error_of(
+        "passes: [{kind: quantize}]\ngate: [{metric: latency.cpu.onnxruntime.speedup, min: 1}]\n"
+    )
+    assert "needs runtime 'onnxruntime' in evaluate.runtimes (now torch)" in message
+
+
 def test_pass_order_is_checked_up_front_with_the_line(monkeypatch):
     fake_passes.install(monkeypatch, fake_passes.PRUNE, fake_passes.DISTILL)
     message = error_of(
