@@ -34,18 +34,24 @@ _EXPORTS = {
     "TaskOptions": "compress.eval.tasks:TaskOptions",
     "CompressError": "compress.errors:CompressError",
     "BadInput": "compress.errors:BadInput",
+    "gate": "compress.gate:gate",
+    "Rule": "compress.gate:Rule",
+    "run_recipe": "compress.runner:run_recipe",
+    "History": "compress.history:History",
 }
 
 __all__ = [
     "Artifact",
     "BadInput",
     "CompressError",
+    "History",
     "LatencySettings",
     "Model",
     "Prune",
     "Quantize",
     "Recipe",
     "Report",
+    "Rule",
     "Targets",
     "TaskOptions",
     "__version__",
@@ -53,9 +59,11 @@ __all__ = [
     "compare",
     "compress_checkpoint",
     "evaluate",
+    "gate",
     "load",
     "prune",
     "quantize",
+    "run_recipe",
 ]
 
 
@@ -81,10 +89,13 @@ if TYPE_CHECKING:
     from compress.eval import evaluate
     from compress.eval.latency import LatencySettings
     from compress.eval.tasks import TaskOptions
+    from compress.gate import Rule, gate
+    from compress.history import History
     from compress.model import Model, load
     from compress.passes.prune import PruneConfig as Prune
     from compress.passes.quantize import QuantizeConfig as Quantize
     from compress.pipeline import apply, compress_checkpoint
     from compress.recipe import Recipe
     from compress.report import Report
+    from compress.runner import run_recipe
     from compress.targets import Targets

@@ -1,21 +1,105 @@
-"""Recipe: an ordered list of passes (and, later, the evaluation and gate rules that go with them)."""
+"""Recipe: ordered passes, the calibration data they use, the evaluation, and the gate rules.
+
+A recipe file is YAML:
+
+    version: 1
+    name: int8-weight-only
+    passes:
+      - {kind: quantize, scheme: int8, targets: {types: [linear, embedding]}}
+    evaluate: {task: auto, devices: [cpu], latency: {budget_s: 60}}
+    gate:
+      - {metric: accuracy.retention, min: 0.99}
+      - {metric: size.ratio, max: 0.30}
+
+Loading is strict: a YAML syntax error, an unknown key, pass kind or setting, or a pass order that
+cannot work (pruning after quantization) is refused before any work starts, with the file and line.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from compress.config import PassConfig
+from compress.config import PassConfig, Settings, _suggest
 from compress.errors import BadInput
-from compress.registry import config_from_dict
+from compress.eval.latency import LatencySettings
+from compress.gate import Rule
+from compress.registry import available_passes, broken_passes, config_from_dict
+from compress.yamlfile import Located, load_yaml, load_yaml_file
 
 RECIPE_VERSION = 1
+TOP_KEYS = ("version", "name", "description", "passes", "calibration", "evaluate", "gate")
+
+# (earlier kind, later kind, why): a pass of the later kind may not come after one of the earlier.
+ORDER_RULES: tuple[tuple[str, str, str], ...] = (
+    (
+        "quantize",
+        "prune",
+        "pruning after quantization would prune rounded codes; prune the float model first",
+    ),
+    ("quantize", "distill", "distillation trains float weights; distill before quantizing"),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Calibration(Settings):
+    """Calibration data for passes that need it (GPTQ, AWQ, static activation ranges).
+
+    data: a built-in text (wiki-train), a .txt/.jsonl/.csv file, or an .npz of ready inputs.
+    """
+
+    data: str = "wiki-train"
+    samples: int = 128
+    seq_len: int = 512
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.samples < 1 or self.seq_len < 2:
+            raise BadInput("calibration: samples must be >= 1 and seq_len >= 2.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Evaluation(Settings):
+    """How the candidate is compared with its input; the arguments of compress.evaluate.
+
+    task: auto, classification, causal-lm or fidelity. data: labelled data or text for the task.
+    limit: at most this many rows per split. devices, runtimes: where latency is timed.
+    """
+
+    task: str = "auto"
+    data: str | None = None
+    limit: int | None = None
+    runtimes: tuple[str, ...] = ("torch",)
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    latency: LatencySettings = field(default_factory=LatencySettings)
+
+    def arguments(self) -> dict[str, Any]:
+        """Keyword arguments for compress.evaluate."""
+        return {
+            "task": self.task,
+            "data": self.data,
+            "limit": self.limit,
+            "runtimes": self.runtimes,
+            "devices": self.devices,
+            "latency": self.latency,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["latency"].pop("kind", None)
+        return out
 
 
 @dataclass
 class Recipe:
     passes: list[PassConfig] = field(default_factory=list)
+    evaluation: Evaluation = field(default_factory=Evaluation)
+    calibration: Calibration = field(default_factory=Calibration)
+    gate: list[Rule] = field(default_factory=list)
+    name: str = ""
+    description: str = ""
     version: int = RECIPE_VERSION
 
     @classmethod
@@ -35,5 +119,150 @@ class Recipe:
                 raise BadInput(f"passes[{i}]: expected pass settings, got {type(step).__name__}.")
         return cls(passes=passes)
 
+    @classmethod
+    def load(cls, path: str | Path) -> Recipe:
+        """Read and validate a recipe file; its name defaults to the file's stem."""
+        located = load_yaml_file(path)
+        return _parse(located, default_name=Path(path).stem)
+
+    @classmethod
+    def loads(cls, text: str, source: str = "<recipe>") -> Recipe:
+        return _parse(load_yaml(text, source), default_name="")
+
     def to_list(self) -> list[dict[str, Any]]:
         return [p.to_dict() for p in self.passes]
+
+    def uses_data(self) -> bool:
+        return any(p.uses_data() for p in self.passes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe: every setting spelled out, defaults included."""
+        out: dict[str, Any] = {"version": self.version, "name": self.name}
+        if self.description:
+            out["description"] = self.description
+        out["passes"] = self.to_list()
+        if self.uses_data():
+            out["calibration"] = self.calibration.to_dict()
+        out["evaluate"] = self.evaluation.to_dict()
+        out["gate"] = [r.to_dict() for r in self.gate]
+        return out
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    def check_order(self, located: Located | None = None) -> None:
+        """Refuse pass orders that cannot work (see ORDER_RULES), before any pass runs."""
+        rules = {(a, b): why for a, b, why in ORDER_RULES}
+        for i, later in enumerate(self.passes):
+            for j, earlier in enumerate(self.passes[:i]):
+                why = rules.get((earlier.kind, later.kind))
+                if why is None:
+                    continue
+                message = f"passes[{i}] ({later.kind}) comes after passes[{j}] ({earlier.kind}): {why}."
+                raise located.error(f"passes[{i}]", message) if located else BadInput(message)
+
+
+def _parse(loc: Located, default_name: str) -> Recipe:
+    data = loc.data
+    if not isinstance(data, dict):
+        raise loc.error("", "a recipe is a YAML mapping with at least 'passes' (a list of passes).")
+    for key in data:
+        if key not in TOP_KEYS:
+            raise loc.error(
+                str(key),
+                f"unknown key '{key}'{_suggest(str(key), list(TOP_KEYS))}; "
+                f"valid keys: {', '.join(TOP_KEYS)}.",
+            )
+    version = data.get("version", RECIPE_VERSION)
+    if version != RECIPE_VERSION:
+        raise loc.error(
+            "version", f"recipe version {version!r}; this compress reads version {RECIPE_VERSION}."
+        )
+    for key in ("name", "description"):
+        if not isinstance(data.get(key, ""), str):
+            raise loc.error(key, f"'{key}' must be text.")
+    recipe = Recipe(
+        passes=_passes(loc, data.get("passes")),
+        evaluation=_section(loc, Evaluation, data, "evaluate"),
+        calibration=_section(loc, Calibration, data, "calibration"),
+        gate=_rules(loc, data.get("gate")),
+        name=data.get("name") or default_name,
+        description=data.get("description") or "",
+    )
+    recipe.check_order(loc)
+    _check_latency_rules(loc, recipe)
+    return recipe
+
+
+def _check_latency_rules(loc: Located, recipe: Recipe) -> None:
+    """A latency rule needs its device (and runtime) in the evaluation, or the report cannot have it."""
+    e = recipe.evaluation
+    for i, rule in enumerate(recipe.gate):
+        parts = rule.metric.split(".")
+        if parts[0] != "latency" or len(parts) < 3:
+            continue
+        if parts[1] not in e.devices:
+            raise loc.error(
+                f"gate[{i}]",
+                f"gate[{i}]: a rule on '{rule.metric}' needs device '{parts[1]}' in evaluate.devices "
+                f"(now {', '.join(e.devices)}).",
+            )
+        if len(parts) == 4 and parts[2] not in e.runtimes:
+            raise loc.error(
+                f"gate[{i}]",
+                f"gate[{i}]: a rule on '{rule.metric}' needs runtime '{parts[2]}' in evaluate.runtimes "
+                f"(now {', '.join(e.runtimes)}).",
+            )
+
+
+def _passes(loc: Located, items: Any) -> list[PassConfig]:
+    if not isinstance(items, list) or not items:
+        raise loc.error("passes", "'passes' must be a non-empty list of passes such as {kind: quantize}.")
+    kinds = sorted(available_passes())
+    passes = []
+    for i, item in enumerate(items):
+        where = f"passes[{i}]"
+        if not isinstance(item, dict):
+            raise loc.error(where, f"{where}: a pass is a mapping with a 'kind' (one of {', '.join(kinds)}).")
+        if "kind" not in item:
+            raise loc.error(where, f"{where}: missing 'kind'; installed passes: {', '.join(kinds)}.")
+        kind = str(item["kind"])
+        if kind not in kinds and kind not in broken_passes():
+            raise loc.error(
+                f"{where}.kind",
+                f"{where}: unknown pass kind '{kind}'{_suggest(kind, kinds)}; installed passes: "
+                f"{', '.join(kinds)}.",
+            )
+        try:
+            passes.append(config_from_dict(item, where))
+        except BadInput as exc:
+            raise loc.relocate(exc, where) from None
+    return passes
+
+
+def _section(loc: Located, cls: type[Settings], data: dict, key: str):
+    value = data.get(key)
+    if value is None:
+        return cls()
+    if not isinstance(value, dict):
+        raise loc.error(key, f"'{key}' must be a mapping of settings.")
+    try:
+        return cls.from_dict(value, key)
+    except BadInput as exc:
+        raise loc.relocate(exc, key) from None
+
+
+def _rules(loc: Located, items: Any) -> list[Rule]:
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise loc.error("gate", "'gate' must be a list of rules such as {metric: size.ratio, max: 0.3}.")
+    rules = []
+    for i, item in enumerate(items):
+        try:
+            rules.append(Rule.parse(item, f"gate[{i}]"))
+        except BadInput as exc:
+            raise loc.relocate(exc, f"gate[{i}]") from None
+    return rules

@@ -11,10 +11,12 @@ import html
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compress.errors import BadInput
-from compress.eval.tasks import AccuracyResult
+
+if TYPE_CHECKING:  # imported lazily: compress.eval imports this module
+    from compress.eval.tasks import AccuracyResult
 
 SCHEMA = "compress.report/1"
 
@@ -51,9 +53,16 @@ class Report:
             raise BadInput(f"{where}: is not a compress report (no 'schema' key).")
         if data["schema"] != SCHEMA:
             raise BadInput(f"{where}: has schema '{data['schema']}'; this compress reads '{SCHEMA}'.")
+        from compress.eval.tasks import AccuracyResult
+
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        fields["accuracy"] = AccuracyResult(**data["accuracy"])
-        return cls(**fields)
+        try:
+            fields["accuracy"] = AccuracyResult(**data["accuracy"])
+            return cls(**fields)
+        except (KeyError, TypeError) as exc:
+            raise BadInput(
+                f"{where}: is not a complete {SCHEMA} report ({type(exc).__name__}: {exc})."
+            ) from None
 
     @classmethod
     def load(cls, path) -> Report:
@@ -99,6 +108,35 @@ class Report:
                 return None
             node = node[part]
         return node
+
+    def metric_paths(self) -> list[str]:
+        """Every dotted path with a numeric value in this report: what a gate rule may name."""
+        data = self.to_dict()
+        for key in ("latency", "tensors", "environment", "schema", "created"):
+            data.pop(key, None)
+        paths = [p for p, v in _flatten(data) if is_number(v)]
+        for row in self.latency:
+            if row["status"] != "ok":
+                continue
+            for key, value in row.items():
+                if is_number(value):
+                    short = f"latency.{row['device']}.{key}"
+                    if self.latency_row(row["device"]) is row:
+                        paths.append(short)
+                    paths.append(f"latency.{row['device']}.{row['runtime']}.{key}")
+        return paths
+
+    def unavailable_reason(self, path: str) -> str | None:
+        """Why the report has no value at `path`, when it records why (an unavailable measurement)."""
+        parts = path.split(".")
+        if parts[0] == "accuracy" and self.accuracy.status != "ok":
+            return f"accuracy is unavailable: {self.accuracy.reason}"
+        if parts[0] == "latency" and len(parts) in (3, 4):
+            for row in self.latency:
+                runtime_ok = len(parts) == 3 or row["runtime"] == parts[2]
+                if row["device"] == parts[1] and runtime_ok and row["status"] != "ok":
+                    return f"latency {row['device']}/{row['runtime']} is unavailable: {row.get('reason')}"
+        return None
 
     # ---- presentation --------------------------------------------------------------------------
     def headline_rows(self) -> list[tuple[str, str, str, str]]:
@@ -233,6 +271,21 @@ class Report:
             + (f"<ul>{notes}</ul>" if notes else "")
             + "</div>"
         )
+
+
+def is_number(value: Any) -> bool:
+    """A metric value a rule can compare: a real number, or the strings JSON uses for inf and nan."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int | float) or value in ("inf", "-inf", "nan")
+
+
+def _flatten(node: Any, prefix: str = ""):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, node
 
 
 def _finite(value: Any) -> Any:

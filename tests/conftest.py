@@ -19,6 +19,14 @@ def no_partial_files(tmp_path: Path):
     assert not leftovers, f"partial outputs left behind: {leftovers}"
 
 
+@pytest.fixture(autouse=True)
+def private_history_and_cache(tmp_path: Path, monkeypatch):
+    """Commands append to a history database and keep a step cache: both under tmp_path in tests."""
+    monkeypatch.setenv("COMPRESS_HISTORY", str(tmp_path / "state" / "history.db"))
+    monkeypatch.setenv("COMPRESS_CACHE", str(tmp_path / "state" / "cache"))
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
 @pytest.fixture(scope="session")
 def _tiny_bert_src(tmp_path_factory) -> Path:
     from compress.testing import write_tiny_bert

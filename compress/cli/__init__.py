@@ -17,6 +17,10 @@ COMMANDS = {
     "eval": "compress.cli.eval:eval_command",
     "prune": "compress.cli.prune:prune",
     "compare": "compress.cli.compare:compare_command",
+    "run": "compress.cli.run:run_command",
+    "gate": "compress.cli.gate:gate_command",
+    "history": "compress.cli.history:history_command",
+    "passes": "compress.cli.passes:passes_command",
 }
 
 

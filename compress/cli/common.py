@@ -83,6 +83,31 @@ json_option = click.option(
 )
 
 
+history_options = [
+    click.option(
+        "--history",
+        "history_path",
+        metavar="PATH",
+        envvar="COMPRESS_HISTORY",
+        default=".compress/history.db",
+        show_default=True,
+        help="Results history database (SQLite) that every report is appended to [env: COMPRESS_HISTORY].",
+    ),
+    click.option("--no-history", is_flag=True, help="Do not record this run in the history database."),
+]
+
+
+def open_history(opts: dict, check: bool = False):
+    """The History the options name, or None with --no-history; `check` opens it now, so a locked
+    or corrupt database fails before any work rather than after it."""
+    from compress.history import History
+
+    history = None if opts.get("no_history") else History(opts["history_path"])
+    if history is not None and check:
+        history.check()
+    return history
+
+
 def eval_options(fn: Callable) -> Callable:
     """Options of the evaluator, shared by every command that evaluates."""
     options = [
@@ -139,6 +164,7 @@ def eval_options(fn: Callable) -> Callable:
         click.option(
             "--markdown", "markdown_path", metavar="PATH", help="Write the report as Markdown to PATH."
         ),
+        *history_options,
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -157,7 +183,8 @@ def evaluate_from_options(candidate: Any, baseline: Any, opts: dict, progress, i
             "budget_s": opts["budget"],
         }
     )
-    return evaluate(
+    history = open_history(opts, check=True)
+    report = evaluate(
         candidate,
         baseline,
         task=opts["task"],
@@ -176,6 +203,9 @@ def evaluate_from_options(candidate: Any, baseline: Any, opts: dict, progress, i
         },
         progress=progress,
     )
+    if history is not None:
+        history.append(report, command=click.get_current_context().info_name or "eval")
+    return report
 
 
 def write_text(path: str, text: str) -> None:

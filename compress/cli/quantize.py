@@ -11,6 +11,7 @@ from compress.cli.common import (
     handle_errors,
     json_option,
     make_progress,
+    open_history,
     quiet_option,
     stderr,
 )
@@ -86,6 +87,8 @@ def quantize(
         }
     )
     out = output or str(default_output_dir(source, scheme))
+    if not no_eval:
+        open_history(eval_opts, check=True)
     progress = make_progress(quiet)
     artifact = compress_checkpoint(source, cfg, out, progress=progress)
     if not quiet:

@@ -1,0 +1,116 @@
+"""`compress passes`: the installed passes (built-in and plug-ins), their settings, whether they need data."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from typing import Any, Literal, get_args, get_origin
+
+import click
+
+from compress.cli.common import handle_errors, write_text
+
+
+def describe_type(hint: Any) -> str:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Literal:
+        return " | ".join(str(a) for a in args)
+    if origin is tuple:
+        return f"list of {describe_type(args[0])}" if args else "list"
+    if args and type(None) in args:
+        inner = [describe_type(a) for a in args if a is not type(None)]
+        return " | ".join(inner) + " | null"
+    return getattr(hint, "__name__", str(hint))
+
+
+def describe_settings(cls: type, prefix: str = "") -> list[dict[str, Any]]:
+    """Every setting of a settings dataclass, nested ones flattened ('targets.include')."""
+    from compress.config import Settings
+
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        hint = hints[f.name]
+        if isinstance(hint, type) and issubclass(hint, Settings):
+            rows += describe_settings(hint, f"{prefix}{f.name}.")
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        rows.append(
+            {
+                "name": prefix + f.name,
+                "type": describe_type(hint),
+                "default": list(default) if isinstance(default, tuple) else default,
+            }
+        )
+    return rows
+
+
+def pass_listing() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    from compress.registry import ENTRY_POINT_GROUP, available_passes, broken_passes
+
+    origin = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep, "dist", None)
+        origin[ep.name] = dist.name if dist is not None else "unknown"
+    passes = []
+    for kind, spec in sorted(available_passes().items()):
+        passes.append(
+            {
+                "kind": kind,
+                "summary": spec.summary,
+                "needs_data": spec.needs_data,
+                "package": origin.get(kind, "unknown"),
+                "builtin": origin.get(kind) == "compress",
+                "requires": list(spec.requires),
+                "streams": spec.stream is not None,
+                "settings": describe_settings(spec.config),
+            }
+        )
+    broken = [
+        {"kind": b.kind, "target": b.target, "package": origin.get(b.kind, "unknown"), "reason": b.reason}
+        for b in broken_passes().values()
+    ]
+    return {"passes": passes, "broken": broken}
+
+
+@click.command(name="passes")
+@click.option("--json", "json_path", metavar="PATH", help="Write the list as JSON to PATH ('-' for stdout).")
+@handle_errors
+def passes_command(json_path: str | None) -> None:
+    """List the installed passes, built-in and plug-in (entry-point group compress.passes), with
+    their settings and whether they need calibration data. Plug-ins that fail to load are listed
+    with the reason."""
+    from rich.console import Console
+    from rich.table import Table
+
+    listing = pass_listing()
+    if json_path:
+        write_text(json_path, json.dumps(listing, indent=2, default=str) + "\n")
+        if json_path == "-":
+            return
+    out = Console(highlight=False)
+    for p in listing["passes"]:
+        origin = "built-in" if p["builtin"] else f"plug-in from {p['package']}"
+        data = "needs calibration data" if p["needs_data"] else "needs no data"
+        table = Table(title=f"{p['kind']}: {p['summary']} ({origin}; {data})", title_justify="left")
+        table.add_column("setting")
+        table.add_column("type")
+        table.add_column("default")
+        for s in p["settings"]:
+            table.add_row(s["name"], s["type"], json.dumps(s["default"]))
+        out.print(table)
+    for b in listing["broken"]:
+        out.print(
+            f"[bold red]broken plug-in[/] {b['kind']} ({b['target']}, from {b['package']}): {b['reason']}",
+            soft_wrap=True,
+        )
