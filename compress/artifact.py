@@ -35,7 +35,9 @@ class Artifact:
         out = Path(out_dir)
         check_output_folder(out, self.source)
         tensors, encoded = export_state(self.model.module)
-        info = CompressionInfo(FORMAT_VERSION, __version__, self.source_sha256, self.recipe, encoded)
+        info = CompressionInfo(
+            FORMAT_VERSION, __version__, self.source_sha256, self.recipe, encoded, self.stats
+        )
         with atomic_output_dir(out) as stage:
             save_tensors(stage / WEIGHTS_NAME, tensors, info.to_metadata())
             write_side_files(stage, self.source.parent if self.source else None, self.config)

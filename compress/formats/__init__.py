@@ -6,6 +6,8 @@ Header keys (all strings, as safetensors requires):
   compress.source_sha256    sha256 of the input checkpoint
   compress.recipe           JSON: the passes that produced the file, with their settings
   compress.tensors          JSON: {weight name: {"scheme", "shape", "dtype", ...}} for every encoded weight
+  compress.stats            JSON (optional): what producing the file measured, e.g. quantize.seconds,
+                            quantize.peak_rss_mb, quantize.calibration_tokens
 
 Any tensor not listed in compress.tensors is stored as is. Encoded weights are stored as several
 tensors (codes, scales, ...) named after the weight; each scheme's codec knows which.
@@ -26,6 +28,7 @@ KEY_TOOL = "compress.tool_version"
 KEY_SOURCE = "compress.source_sha256"
 KEY_RECIPE = "compress.recipe"
 KEY_TENSORS = "compress.tensors"
+KEY_STATS = "compress.stats"
 
 # scheme -> codec class with from_parts / part_names / planned_parts (see QuantizedTensor).
 # Other encodings (sparse layouts) add themselves here.
@@ -41,15 +44,19 @@ class CompressionInfo:
     source_sha256: str
     recipe: list[dict] = field(default_factory=list)
     tensors: dict[str, dict] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
 
     def to_metadata(self) -> dict[str, str]:
-        return {
+        meta = {
             KEY_FORMAT: str(self.format_version),
             KEY_TOOL: self.tool_version,
             KEY_SOURCE: self.source_sha256,
             KEY_RECIPE: json.dumps(self.recipe, sort_keys=True),
             KEY_TENSORS: json.dumps(self.tensors, sort_keys=True),
         }
+        if self.stats:
+            meta[KEY_STATS] = json.dumps(self.stats, sort_keys=True)
+        return meta
 
 
 def read_compression_info(metadata: dict[str, str], where: str) -> CompressionInfo | None:
@@ -64,6 +71,7 @@ def read_compression_info(metadata: dict[str, str], where: str) -> CompressionIn
             source_sha256=metadata.get(KEY_SOURCE, ""),
             recipe=json.loads(metadata.get(KEY_RECIPE, "[]")),
             tensors=json.loads(metadata.get(KEY_TENSORS, "{}")),
+            stats=json.loads(metadata.get(KEY_STATS, "{}")),
         )
     except (ValueError, json.JSONDecodeError):
         raise BadInput(f"{where}: has corrupt compress metadata in its header.") from None
