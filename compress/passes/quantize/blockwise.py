@@ -8,6 +8,7 @@ calibration data never reached.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -63,30 +64,21 @@ def quantize_block(
 
 
 def _gptq(block, stats: list[InputStats], schemes: dict[str, str], s: BlockSettings) -> dict:
-    out = {}
-    for group in stats:
-        for name in group.layers:
-            if name not in schemes:
-                continue
-            weight = block.get_submodule(name).weight.detach()
-            if schemes[name] == "int8" or group.tokens == 0:
-                out[name] = _fallback(weight, schemes[name], s)
-                continue
-            codes, scale, zero = gptq_int4(
-                weight,
-                group.gram,
-                s.group_size,
-                s.symmetric,
-                damp=s.damp,
-                act_order=s.act_order,
-                clip=s.clip,
-                name=name,
-            )
-            tensor = pack_int4_tensor(
-                codes, scale, zero, tuple(weight.shape), weight.dtype, s.group_size, s.symmetric
-            )
-            out[name] = QuantizedLayer.of(tensor, weight, "gptq", {"tokens": group.tokens})
-    return out
+    def int4(name: str, weight: torch.Tensor, group: InputStats, _index: int):
+        codes, scale, zero = gptq_int4(
+            weight,
+            group.gram,
+            s.group_size,
+            s.symmetric,
+            damp=s.damp,
+            act_order=s.act_order,
+            clip=s.clip,
+            name=name,
+        )
+        shape = tuple(weight.shape)
+        return pack_int4_tensor(codes, scale, zero, shape, weight.dtype, s.group_size, s.symmetric), {}
+
+    return _quantize_layers(block, stats, schemes, s, "gptq", int4)
 
 
 def _awq(
@@ -126,10 +118,37 @@ def _awq(
             continue
         awq.apply_fold(block, group.layers, fold[0], fold[1], scale)
         scales[index] = scale
+
+    def int4(name: str, weight: torch.Tensor, group: InputStats, index: int):
+        scale = scales.get(index)  # the layer reads x / scale now: its Gram matrix follows
+        gram = group.gram if scale is None else group.gram / (scale[:, None] * scale[None, :])
+        w = weight.to(torch.float32)
+        if s.clip:
+            scale_q, zero_q = awq.clip_int4(w, gram, s.group_size, s.symmetric)
+        else:
+            rows, cols = w.shape
+            scale_q, zero_q = int4_params(w.reshape(rows, cols // s.group_size, s.group_size), s.symmetric)
+        return _pack(weight, scale_q, zero_q, s), details.get(name, {})
+
+    return _quantize_layers(block, stats, schemes, s, "awq", int4)
+
+
+# (layer name, weight, its input group, the group's index) -> INT4 tensor, details for the report
+Int4Quantizer = Callable[[str, torch.Tensor, InputStats, int], tuple[QuantizedTensor, dict]]
+
+
+def _quantize_layers(
+    block,
+    stats: list[InputStats],
+    schemes: dict[str, str],
+    s: BlockSettings,
+    method: str,
+    int4: Int4Quantizer,
+) -> dict[str, QuantizedLayer]:
+    """Each targeted layer of each input group: `int4(name, weight, group, index)` gives the INT4 tensor and
+    details; layers kept at INT8, or that no calibration token reached, take the fallback."""
     out = {}
     for index, group in enumerate(stats):
-        scale = scales.get(index)
-        gram = group.gram if scale is None else group.gram / (scale[:, None] * scale[None, :])
         for name in group.layers:
             if name not in schemes:
                 continue
@@ -137,16 +156,8 @@ def _awq(
             if schemes[name] == "int8" or group.tokens == 0:
                 out[name] = _fallback(weight, schemes[name], s)
                 continue
-            if s.clip:
-                scale_q, zero_q = awq.clip_int4(weight.to(torch.float32), gram, s.group_size, s.symmetric)
-            else:
-                rows, cols = weight.shape
-                scale_q, zero_q = int4_params(
-                    weight.to(torch.float32).reshape(rows, cols // s.group_size, s.group_size), s.symmetric
-                )
-            tensor = _pack(weight, scale_q, zero_q, s)
-            layer_details = {"tokens": group.tokens, **details.get(name, {})}
-            out[name] = QuantizedLayer.of(tensor, weight, "awq", layer_details)
+            tensor, extra = int4(name, weight, group, index)
+            out[name] = QuantizedLayer.of(tensor, weight, method, {"tokens": group.tokens, **extra})
     return out
 
 
