@@ -100,3 +100,21 @@ def test_mixed_precision_keeps_named_layers_at_int8_or_float(tiny_llama, calib_t
     assert schemes["model.layers.1.mlp.up_proj.weight"] == "int4"
     assert "model.layers.0.self_attn.o_proj.weight" not in schemes
     assert isinstance(art.model.module.model.layers[0].self_attn.o_proj, torch.nn.Linear)
+
+
+def test_peak_rss_is_the_process_own_not_its_parents():
+    """A small program started by a large one reports its own peak (getrusage's maxrss would count
+    the parent image it was forked from)."""
+    import subprocess
+    import sys
+
+    from compress.memory import peak_rss_mb
+
+    ballast = torch.ones(64 * 2**20)  # 256 MB in this process
+    assert ballast.sum() > 0
+    code = "from compress.memory import peak_rss_mb; print(peak_rss_mb())"
+    child = float(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    )
+    assert peak_rss_mb() > 256
+    assert 0 < child < 200
