@@ -18,7 +18,9 @@ from compress.errors import BadInput
 if TYPE_CHECKING:  # imported lazily: compress.eval imports this module
     from compress.eval.tasks import AccuracyResult
 
-SCHEMA = "compress.report/1"
+SCHEMA = "compress.report/2"
+# Versions this compress reads: /2 only adds keys to /1 (absent ones take their defaults).
+READABLE_SCHEMAS = ("compress.report/1", SCHEMA)
 
 
 @dataclass
@@ -51,11 +53,14 @@ class Report:
     def from_dict(cls, data: dict, where: str = "report") -> Report:
         if not isinstance(data, dict) or "schema" not in data:
             raise BadInput(f"{where}: is not a compress report (no 'schema' key).")
-        if data["schema"] != SCHEMA:
-            raise BadInput(f"{where}: has schema '{data['schema']}'; this compress reads '{SCHEMA}'.")
+        if data["schema"] not in READABLE_SCHEMAS:
+            raise BadInput(
+                f"{where}: has schema '{data['schema']}'; this compress reads {', '.join(READABLE_SCHEMAS)}."
+            )
         from compress.eval.tasks import AccuracyResult
 
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields["schema"] = SCHEMA  # loaded, it has every key of the current version
         try:
             fields["accuracy"] = AccuracyResult(**data["accuracy"])
             return cls(**fields)
