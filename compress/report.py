@@ -212,7 +212,7 @@ class Report:
                     label + shape + " p50",
                     f"{_num(row['baseline_p50_ms'], 2)} ms",
                     f"{_num(row['p50_ms'], 2)} ms",
-                    _speed(row["speedup"]) + (f" (ideal {ideal:.2f}×)" if ideal else ""),
+                    _speed(row["speedup"]) + _ideal(ideal),
                 )
             )
             memory = _memory_row(row)
@@ -221,10 +221,13 @@ class Report:
         return rows
 
     def structure_rows(self) -> list[tuple[str, str, str, str]]:
-        """Sparsity, nonzero weights and FLOPs, when the evaluator measured them."""
+        """Sparsity and FLOPs when they changed beyond what rounding does (quantization zeros a few
+        small weights and keeps FLOPs)."""
+        from compress.eval.structure import NOTABLE_SPARSITY
+
         rows = []
         sp = self.sparsity
-        if sp.get("layers"):
+        if sp.get("layers") and sp["overall"] - sp["baseline_overall"] >= NOTABLE_SPARSITY:
             rows.append(
                 (
                     "sparsity (weights)",
@@ -234,7 +237,7 @@ class Report:
                 )
             )
         c = self.compute
-        if c.get("flops"):
+        if c.get("flops") and c["flops"] != c["baseline_flops"]:
             rows.append(
                 (
                     "FLOPs per call",
@@ -291,6 +294,11 @@ def _flatten(node: Any, prefix: str = ""):
             yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
     else:
         yield prefix, node
+
+
+def _ideal(ideal: float | None) -> str:
+    """The FLOPs-ideal speedup beside a measured one, when structure changed the FLOPs."""
+    return f" (ideal {ideal:.2f}×)" if ideal and abs(ideal - 1) >= 0.005 else ""
 
 
 def _finite(value: Any) -> Any:
