@@ -216,7 +216,7 @@ def test_eval_bad_input_is_one_sentence_and_exit_2(tiny_bert, tiny_llama, tmp_pa
 
 def test_plot_labels_stay_inside_the_axes_and_apart(tmp_path, monkeypatch):
     """Points crowded near one corner (as INT4 variants are on the size axis): every name is drawn
-    inside its panel and no two names overlap, also after the layout has moved the panels."""
+    inside its panel and no two names overlap."""
     import matplotlib.pyplot as plt
     from matplotlib.text import Text
 
