@@ -166,7 +166,8 @@ class Comparison:
             device, runtime = self.latency_key
             label = f"latency speedup, {device}/{runtime} (baseline p50 / candidate p50, higher is better)"
             panels.append(("latency", label, self.points("latency")))
-        title = f"{self.reports[0].baseline.get('name')}: retention of {metric} against size and speed"
+        against = "size and speed" if len(panels) > 1 else "size (no latency measured)"
+        title = f"{self.reports[0].baseline.get('name')}: retention of {metric} against {against}"
         return pareto_plot(Path(path), panels, f"retention of {metric} (candidate / baseline)", title)
 
 

@@ -129,8 +129,10 @@ def _label(ax, points: list[dict]) -> None:
             box = (left, py + dy * scale, left + width, py + dy * scale + height)
             if fits(box):
                 break
-        else:
+        else:  # nowhere clear: beside the marker, and remember that box (not the last one tried)
             dx, dy = _OFFSETS[0]
+            left = px + dx * scale
+            box = (left, py + dy * scale, left + width, py + dy * scale + height)
         placed.append(box)
         ax.annotate(
             p["name"],
