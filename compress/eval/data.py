@@ -76,8 +76,11 @@ def load_labelled(
         is_train = [int(hashlib.sha256(t.encode()).hexdigest(), 16) % 2 == 0 for t in texts]
     train = [(t, index[lab]) for t, lab, tr in zip(texts, raw_labels, is_train, strict=True) if tr]
     test = [(t, index[lab]) for t, lab, tr in zip(texts, raw_labels, is_train, strict=True) if not tr]
-    if limit is not None:
-        train, test = train[:limit], test[:limit]
+    if limit is not None:  # rows spread evenly, not the first ones: data files are often sorted by label
+        train, test = (
+            [rows[i * len(rows) // limit] for i in range(limit)] if len(rows) > limit else rows
+            for rows in (train, test)
+        )
     if not train or not test:
         raise BadInput(f"{label}: too few rows to split into a probe-fitting part and a scored part.")
     return LabelledTexts(
