@@ -36,6 +36,25 @@ from compress.cli.common import (
     "--method", default="rtn", show_default=True, help="How codes are chosen: rtn (round to nearest)."
 )
 @click.option(
+    "--activations",
+    type=click.Choice(["none", "dynamic"]),
+    default="none",
+    show_default=True,
+    help="int8: also quantize activations per token at run time (in the ONNX export's integer kernels).",
+)
+@click.option(
+    "--weight-bits",
+    type=click.Choice(["8", "7"]),
+    help="int8 code range (default: 7 with dynamic activations, so ONNX Runtime's AVX2 kernel cannot "
+    "saturate; else 8).",
+)
+@click.option(
+    "--export",
+    "export_format",
+    type=click.Choice(["onnx"]),
+    help="Also write model.onnx with integer kernels (INT8: MatMulIntegerToFloat, INT4: MatMulNBits).",
+)
+@click.option(
     "--embeddings", is_flag=True, help="Quantize embedding tables too (Linear layers only by default)."
 )
 @click.option("--include", multiple=True, metavar="GLOB", help="Only layers whose name matches (repeatable).")
@@ -54,6 +73,9 @@ def quantize(
     group_size: int,
     asymmetric: bool,
     method: str,
+    activations: str,
+    weight_bits: str | None,
+    export_format: str | None,
     embeddings: bool,
     include: tuple[str, ...],
     exclude: tuple[str, ...],
@@ -68,6 +90,7 @@ def quantize(
     compress quantize model.safetensors                     # INT8, Linear layers
     compress quantize model.safetensors --embeddings        # INT8, embeddings too
     compress quantize model.safetensors --scheme int4 --group-size 32 -o out/ --json report.json
+    compress quantize model.safetensors --activations dynamic --export onnx -o out/   # faster on CPU
     """
     from compress.passes.quantize import QuantizeConfig
     from compress.pipeline import compress_checkpoint, default_output_dir
@@ -78,6 +101,8 @@ def quantize(
             "group_size": group_size,
             "symmetric": not asymmetric,
             "method": method,
+            "activations": activations,
+            "weight_bits": int(weight_bits) if weight_bits else None,
             "targets": {
                 "types": ["linear", "embedding"] if embeddings else ["linear"],
                 "include": list(include) or ["*"],
@@ -87,10 +112,34 @@ def quantize(
     )
     out = output or str(default_output_dir(source, scheme))
     progress = make_progress(quiet)
-    artifact = compress_checkpoint(source, cfg, out, progress=progress)
+    if export_format:
+        artifact = compress_and_export(source, cfg, out, progress)
+    else:
+        artifact = compress_checkpoint(source, cfg, out, progress=progress)
     if not quiet:
         stderr.print(f"wrote [bold]{artifact.path}[/] ({cfg.describe()}, {len(artifact.changes)} weights)")
+        if export_format:
+            stderr.print(f"wrote [bold]{artifact.path.parent / 'model.onnx'}[/] (integer kernels)")
     if no_eval:
         return
     report = evaluate_from_options(artifact.path, source, eval_opts, progress)
     emit_report(report, json_path, quiet, eval_opts["markdown_path"])
+
+
+def compress_and_export(source: str, cfg, out: str, progress):
+    """The checkpoint and its integer ONNX graph, written together: a failed export leaves neither."""
+    from pathlib import Path
+
+    from compress.checkpoint import atomic_output_dir
+    from compress.onnx.integer import export_quantized_folder
+    from compress.pipeline import compress_checkpoint
+
+    with atomic_output_dir(Path(out)) as stage:
+        artifact = compress_checkpoint(source, cfg, stage, progress=progress)
+        if progress:
+            progress.start("exporting to ONNX with integer kernels", total=None)
+        export_quantized_folder(stage, cfg.activations)
+        if progress:
+            progress.done()
+    artifact.path = Path(out) / artifact.path.name
+    return artifact
