@@ -145,7 +145,9 @@ def test_cli_writes_the_integer_graph_and_the_evaluator_runs_it(tiny_bert, tmp_p
         task="fidelity",
         runtimes=("onnxruntime",),
         devices=("cpu",),
-        latency=cz.LatencySettings(batch_size=2, seq_len=16, warmup=1, min_rounds=2, max_rounds=3, budget_s=0.1),
+        latency=cz.LatencySettings(
+            batch_size=2, seq_len=16, warmup=1, min_rounds=2, max_rounds=3, budget_s=0.1
+        ),
     )
     row = next(r for r in report.latency if r["runtime"] == "onnxruntime")
     assert row["status"] == "ok" and row["onnx"]["candidate"]["source"] == "supplied"

@@ -202,7 +202,9 @@ def rewrite_graph(model, keys: dict[bytes, _Target], activations: str, used: set
         if plain_gemm and len(node.input) > 2 and node.input[2]:
             product = rewriter.fresh("product")
             rewriter.matmul(node.input[0], target, product)
-            add = helper.make_node("Add", [product, node.input[2]], list(node.output), name=rewriter.fresh("a"))
+            add = helper.make_node(
+                "Add", [product, node.input[2]], list(node.output), name=rewriter.fresh("a")
+            )
             rewriter.nodes.append(add)
         else:
             rewriter.matmul(node.input[0], target, node.output[0])

@@ -53,7 +53,9 @@ class QuantizeConfig(PassConfig):
                     "kernels need one)."
                 )
         if self.activations != "none" and self.scheme != "int8":
-            raise BadInput(f"quantize.activations: '{self.activations}' needs scheme int8 (INT4 is weight-only).")
+            raise BadInput(
+                f"quantize.activations: '{self.activations}' needs scheme int8 (INT4 is weight-only)."
+            )
         if self.weight_bits not in (None, 7, 8) or (self.weight_bits == 7 and self.scheme != "int8"):
             raise BadInput(f"quantize.weight_bits: {self.weight_bits} is not valid; int8 takes 8 or 7.")
         if self.scheme == "int8" and not self.symmetric:
