@@ -50,8 +50,9 @@ def test_int8_dynamic_graph_uses_integer_kernels_and_the_stored_codes(tmp_path):
     stored = sorted(m.weight.numpy().T.tobytes() for m in model.modules() if isinstance(m, QuantLinear))
     in_graph = sorted(a.tobytes() for a in initializers(path).values() if a.dtype == np.int8)
     assert in_graph == stored  # exactly the checkpoint's integers, nothing re-quantized
-    check = check_export(path, model, [torch.randn(3, 32), torch.randn(9, 32)], min_cosine=0.999)
-    assert check.cosine_min > 0.999
+    # torch's QuantLinear quantizes its inputs per token too, so both compute the same numbers.
+    assert all(m.activations == "dynamic" for m in model.modules() if isinstance(m, QuantLinear))
+    check_export(path, model, [torch.randn(3, 32), torch.randn(9, 32)], atol=1e-5, rtol=1e-5)
 
 
 def test_int8_dynamic_matches_the_integer_arithmetic_exactly_with_7_bit_weights(tmp_path):
@@ -139,6 +140,8 @@ def test_cli_writes_the_integer_graph_and_the_evaluator_runs_it(tiny_bert, tmp_p
     assert "MatMulIntegerToFloat" in ops(out / "model.onnx")
     info = cz.load(out).compression
     assert info.recipe[0]["activations"] == "dynamic" and info.recipe[0]["weight_bits"] is None
+    layers = [m for m in cz.load(out).module.modules() if isinstance(m, QuantLinear)]
+    assert layers and all(m.activations == "dynamic" for m in layers)  # the loader restores it
     report = cz.evaluate(
         out,
         tiny_bert,

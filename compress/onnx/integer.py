@@ -272,8 +272,10 @@ def export_integer_onnx(module, sample: Any, out_path: str | Path, activations: 
 def export_quantized_folder(folder: str | Path, activations: str = "none", inputs: Any = None):
     """Write `folder/model.onnx` for the quantized checkpoint in `folder` and check it against torch.
 
-    Returns (OnnxExport, ExportCheck). The graph must agree with the torch module (weight-only
-    dequantization) in direction: cosine >= 0.99 on samples of several shapes.
+    Returns (OnnxExport, ExportCheck). The graph must agree with the torch module, which computes
+    the same arithmetic in float (per-token activation rounding included): cosine >= 0.999 on
+    samples of several shapes. (A code that rounds the other way in one layer moves the next
+    layers' inputs slightly, so bit-equality is not expected on deep models.)
     """
     from compress.eval.runtimes import export_samples
     from compress.model import load
@@ -287,7 +289,7 @@ def export_quantized_folder(folder: str | Path, activations: str = "none", input
     path = Path(folder) / ONNX_NAME
     export_integer_onnx(model.module, sample, path, activations)
     try:
-        check = check_export(path, model.module, [sample, *checks], min_cosine=0.99)
+        check = check_export(path, model.module, [sample, *checks], min_cosine=0.999)
     except Exception:
         path.unlink(missing_ok=True)
         raise

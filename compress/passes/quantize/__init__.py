@@ -111,7 +111,7 @@ def apply(module, cfg: QuantizeConfig, ctx: PassContext) -> PassResult:
     """Replace each targeted layer with its quantized form, in place."""
     from compress.layers import select_module_layers
     from compress.model import replace_module
-    from compress.qmodules import _QuantizedWeight, quantized_module
+    from compress.qmodules import _QuantizedWeight, quantized_module, set_activations
 
     groups = select_module_layers(module, cfg.targets, "quantize")
     changes: dict[str, dict] = {}
@@ -129,6 +129,7 @@ def apply(module, cfg: QuantizeConfig, ctx: PassContext) -> PassResult:
         qt = ENCODER.encode(weight, cfg)
         for name in names:
             replace_module(module, name, quantized_module(module.get_submodule(name), qt))
+            set_activations(module.get_submodule(name), [cfg.to_dict()])
         changes[f"{names[0]}.weight"] = {
             **meta,
             "sqnr_db": sqnr_db(weight, qt.dequantize()),
