@@ -163,3 +163,11 @@ def test_cli_export_failure_leaves_nothing(tiny_bert, tmp_path):
     result = CliRunner().invoke(main, [*args, "-o", str(out), "--no-eval", "-q"])
     assert result.exit_code == 2 and "Gather" in result.output
     assert not out.exists()
+
+
+def test_cli_int8_export_without_dynamic_activations_is_refused_up_front(tiny_bert, tmp_path):
+    out = tmp_path / "int8"
+    args = ["quantize", str(tiny_bert), "--export", "onnx", "-o", str(out), "--no-eval", "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "--activations dynamic" in result.output
+    assert not out.exists()

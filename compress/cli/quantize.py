@@ -131,9 +131,15 @@ def compress_and_export(source: str, cfg, out: str, progress):
     from pathlib import Path
 
     from compress.checkpoint import atomic_output_dir
+    from compress.errors import BadInput
     from compress.onnx.integer import export_quantized_folder
     from compress.pipeline import compress_checkpoint
 
+    if cfg.scheme == "int8" and cfg.activations == "none":
+        raise BadInput(
+            "--export onnx with int8 needs --activations dynamic: weight-only INT8 has no ONNX Runtime "
+            "kernel faster than float."
+        )
     with atomic_output_dir(Path(out)) as stage:
         artifact = compress_checkpoint(source, cfg, stage, progress=progress)
         if progress:
