@@ -18,6 +18,7 @@ folded into another operator) raises Unsupported naming the operator: no silent 
 from __future__ import annotations
 
 import copy
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,6 +267,7 @@ def export_integer_onnx(module, sample: Any, out_path: str | Path, activations: 
     model = rewrite_graph(model, keys, activations, used)
     with atomic_file(Path(out_path)) as staged:
         onnx.save_model(model, str(staged))
+        os.chmod(staged, 0o644)  # readable like the checkpoint beside it (the temporary file is 0600)
     return exported
 
 
