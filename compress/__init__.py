@@ -24,6 +24,8 @@ _EXPORTS = {
     "Quantize": "compress.passes.quantize:QuantizeConfig",
     "prune": "compress.api:prune",
     "Prune": "compress.passes.prune:PruneConfig",
+    "distill": "compress.distillation:distill",
+    "Distill": "compress.passes.distill:DistillConfig",
     "Targets": "compress.targets:Targets",
     "Recipe": "compress.recipe:Recipe",
     "Artifact": "compress.artifact:Artifact",
@@ -38,6 +40,7 @@ __all__ = [
     "Artifact",
     "BadInput",
     "CompressError",
+    "Distill",
     "LatencySettings",
     "Model",
     "Prune",
@@ -48,6 +51,7 @@ __all__ = [
     "__version__",
     "apply",
     "compress_checkpoint",
+    "distill",
     "evaluate",
     "load",
     "prune",
@@ -72,10 +76,12 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from compress.api import prune, quantize
     from compress.artifact import Artifact
+    from compress.distillation import distill
     from compress.errors import BadInput, CompressError
     from compress.eval import evaluate
     from compress.eval.latency import LatencySettings
     from compress.model import Model, load
+    from compress.passes.distill import DistillConfig as Distill
     from compress.passes.prune import PruneConfig as Prune
     from compress.passes.quantize import QuantizeConfig as Quantize
     from compress.pipeline import apply, compress_checkpoint

@@ -16,6 +16,7 @@ COMMANDS = {
     "quantize": "compress.cli.quantize:quantize",
     "eval": "compress.cli.eval:eval_command",
     "prune": "compress.cli.prune:prune",
+    "distill": "compress.cli.distill:distill",
 }
 
 
