@@ -123,8 +123,6 @@ def distill(
     compress distill --student-layers 3 --teacher model.safetensors --data spam -o small/
     compress distill int4/ --teacher model.safetensors --data train.txt --qat -o int4-qat/
     """
-    import shutil
-
     from compress.distillation import (
         add_distillation_section,
         distill_config,
@@ -164,7 +162,7 @@ def distill(
     artifact = apply(source or teacher, cfg, device=resolve_device(train_device), progress=progress)
     artifact.save(out)
     if not keep_checkpoints:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_checkpoints(folder)
     record = artifact.stats["distill.record"]
     if not quiet:
         stderr.print(
@@ -187,3 +185,13 @@ def sample_inputs(data: str, batch_size: int):
     from compress.passes.distill.data import load_training_data
 
     return load_training_data(data, 2).inputs[:batch_size]
+
+
+def remove_checkpoints(folder: Path) -> None:
+    """Delete the training checkpoints this command wrote, and the folder if nothing else is in it."""
+    from compress.passes.distill.trainer import BEST, LAST
+
+    for name in (LAST, BEST):
+        (folder / name).unlink(missing_ok=True)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()

@@ -43,9 +43,7 @@ def resolve_weights(cfg, teacher_out, student_out, labelled: bool, pairs: list) 
     weights = Weights(
         kl=pick("losses.kl", cfg.kl, 1.0, has_logits, "the teacher or student has no logits"),
         hidden=pick("losses.hidden", cfg.hidden, 1.0, bool(pairs), "there are no layer pairs"),
-        embedding=pick(
-            "losses.embedding", cfg.embedding, 1.0, encoder, "embedding cosine is for encoders"
-        ),
+        embedding=pick("losses.embedding", cfg.embedding, 1.0, encoder, "embedding cosine is for encoders"),
         task=pick(
             "losses.task",
             cfg.task,
