@@ -3,6 +3,9 @@
     python benchmarks/distillation.py            # writes benchmarks/results/distillation.{md,json}
     python benchmarks/distillation.py --quick    # a smoke run: 3 steps a case, nothing written
     python benchmarks/distillation.py --render   # re-render the tables from the last run's JSON
+    python benchmarks/distillation.py --latency  # measure the latency of the last run's rows
+    python benchmarks/distillation.py --cases=2 --out=distillation-cnn   # one case, its own file
+    python benchmarks/distillation.py --render --merge=distillation-cnn  # merge its rows in
 
 One run, in order (the tables are rewritten after each case, marked partial until the last):
 1. all-MiniLM-L6-v2, 30% of the FFN neurons pruned (magnitude, the prune pass), distilled from the
@@ -22,6 +25,7 @@ machine); latency is measured under the lock, interleaved with the teacher, at t
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import sys
@@ -36,9 +40,13 @@ import compress as cz
 from compress.eval.latency import LatencySettings
 
 QUICK = "--quick" in sys.argv
+OUT = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--out=")), "distillation")
+MERGE = next((a.split("=", 1)[1].split(",") for a in sys.argv if a.startswith("--merge=")), [])
+STEPS = next((int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--steps=")), 0)
+CASE_ORDER = ["pruned 30% FFN neurons", "3-layer student", "CNN channels 50%", "INT4 g32 + QAT"]
 MINILM_TRAINING = {
     "epochs": 1,
-    "max_steps": 3 if QUICK else 56,  # one pass over the 900 training emails
+    "max_steps": 3 if QUICK else STEPS or 56,  # 56: one pass over the 900 training emails
     "batch_size": 16,
     "max_length": 128,
     "lr": 1e-4,
@@ -301,8 +309,17 @@ def render(data: dict) -> str:
 
 
 def main() -> None:
-    if "--render" in sys.argv:
+    if "--render" in sys.argv or "--latency" in sys.argv:  # from the last run's JSON
         data = json.loads((RESULTS / "distillation.json").read_text())
+        if MERGE:  # rows of cases run in separate processes (--out), in case order
+            parts = [json.loads((RESULTS / f"{name}.json").read_text()) for name in MERGE]
+            data["rows"] = sorted(
+                {r["case"]: r for part in [data, *parts] for r in part["rows"]}.values(),
+                key=lambda r: CASE_ORDER.index(r["case"]),
+            )
+            data["partial"] = len(data["rows"]) < len(CASE_ORDER)
+        if "--latency" in sys.argv:  # the rows' latency only (a run stopped before it got there)
+            add_latency(data["rows"])
         write_results("distillation", render(data), data)
         return
     from compress.eval.environment import environment
@@ -314,19 +331,19 @@ def main() -> None:
         "settings": {"minilm": MINILM_TRAINING, "minilm_qat": QAT_TRAINING, "cnn": CNN_TRAINING},
         "environment": environment(),
     }
-    probe = SpamProbe(src)
+    probe = functools.cache(lambda: SpamProbe(src))  # built when a MiniLM case first needs it
     cases = [
         lambda: minilm_case(
             "pruned 30% FFN neurons",
-            probe,
+            probe(),
             src,
             cz.prune(src, pattern="neurons", sparsity=0.3).save(WORK / "distill-minilm-pruned-start"),
         ),
-        lambda: minilm_case("3-layer student", probe, src, None, student_layers=3),
+        lambda: minilm_case("3-layer student", probe(), src, None, student_layers=3),
         lambda: cnn_case(),
         lambda: minilm_case(
             "INT4 g32 + QAT",
-            probe,
+            probe(),
             src,
             cz.quantize(src, "int4", group_size=32).save(WORK / "distill-minilm-int4-start"),
             qat=True,
@@ -339,11 +356,12 @@ def main() -> None:
         data["rows"].append(cases[i]())
         measure(data["rows"][-1], ())  # size and FLOPs now; latency at the end, under the lock
         if not QUICK:
-            write_results("distillation", render(data), data)
-    add_latency(data["rows"])
+            write_results(OUT, render(data), data)
+    if "--no-latency" not in sys.argv:
+        add_latency(data["rows"])
     data["partial"] = len(data["rows"]) < len(cases)
     if not QUICK:
-        write_results("distillation", render(data), data)
+        write_results(OUT, render(data), data)
     else:
         print(render(data))
 

@@ -159,7 +159,12 @@ def distill(
     checkpoints = {"dir": str(folder), "every": checkpoint_every, "resume": resume}
     cfg = distill_config(teacher, train_data, student_layers, qat, losses, training, checkpoints)
     progress = make_progress(quiet)
-    artifact = apply(source or teacher, cfg, device=resolve_device(train_device), progress=progress)
+    try:
+        artifact = apply(source or teacher, cfg, device=resolve_device(train_device), progress=progress)
+    except KeyboardInterrupt:
+        if (folder / "last.safetensors").exists():
+            stderr.print(f"training checkpoint kept in {folder}: run the same command with --resume.")
+        raise
     artifact.save(out)
     if not keep_checkpoints:
         remove_checkpoints(folder)
