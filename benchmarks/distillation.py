@@ -225,7 +225,8 @@ def add_latency(rows: list[dict]) -> None:
     """Latency of each distilled model against its teacher, interleaved, under the benchmark lock."""
     with benchmark_lock():
         for r in rows:
-            measure(r, ("cpu",))
+            if "latency" not in r:  # rows measured by an earlier --latency keep their numbers
+                measure(r, ("cpu",))
 
 
 def _speed(lat: dict | None) -> str:
