@@ -305,7 +305,8 @@ def render(data: dict) -> str:
     for r in rows:
         trace = ", ".join(f"{v['step']}: {v['retention']:.4f}" for v in r["validation"])
         md.append(f"- {r['case']}: {trace} (best at step {r['best_step']})")
-    md += ["", *data.get("notes", [])]
+    for note in data.get("notes", []):
+        md += ["", note]
     return "\n".join(md) + "\n"
 
 
