@@ -24,6 +24,8 @@ _EXPORTS = {
     "Quantize": "compress.passes.quantize:QuantizeConfig",
     "prune": "compress.api:prune",
     "Prune": "compress.passes.prune:PruneConfig",
+    "distill": "compress.distillation:distill",
+    "Distill": "compress.passes.distill:DistillConfig",
     "Targets": "compress.targets:Targets",
     "Recipe": "compress.recipe:Recipe",
     "Artifact": "compress.artifact:Artifact",
@@ -44,6 +46,7 @@ __all__ = [
     "Artifact",
     "BadInput",
     "CompressError",
+    "Distill",
     "History",
     "LatencySettings",
     "Model",
@@ -58,6 +61,7 @@ __all__ = [
     "apply",
     "compare",
     "compress_checkpoint",
+    "distill",
     "evaluate",
     "gate",
     "load",
@@ -85,6 +89,7 @@ if TYPE_CHECKING:
     from compress.api import prune, quantize
     from compress.artifact import Artifact
     from compress.compare import compare
+    from compress.distillation import distill
     from compress.errors import BadInput, CompressError
     from compress.eval import evaluate
     from compress.eval.latency import LatencySettings
@@ -92,6 +97,7 @@ if TYPE_CHECKING:
     from compress.gate import Rule, gate
     from compress.history import History
     from compress.model import Model, load
+    from compress.passes.distill import DistillConfig as Distill
     from compress.passes.prune import PruneConfig as Prune
     from compress.passes.quantize import QuantizeConfig as Quantize
     from compress.pipeline import apply, compress_checkpoint

@@ -17,6 +17,9 @@ class Progress(Protocol):
     def done(self) -> None: ...
 
 
+# Optional: `status(text)` shows a short line beside the bar (a training loss); callers check for it.
+
+
 class NoProgress:
     """Reports nothing."""
 
@@ -27,4 +30,7 @@ class NoProgress:
         pass
 
     def done(self) -> None:
+        pass
+
+    def status(self, text: str) -> None:
         pass

@@ -33,6 +33,7 @@ class Report:
     tensors: list[dict] = field(default_factory=list)
     sparsity: dict = field(default_factory=dict)  # overall and per layer (see eval/structure.py)
     compute: dict = field(default_factory=dict)  # FLOPs on the latency input, ideal speedup
+    distillation: dict = field(default_factory=dict)  # teacher, data, steps, retention before/after
     environment: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     created: str = field(
@@ -190,6 +191,7 @@ class Report:
                 rows.append(("embedding cosine mean", "", _num(a.details["cosine_mean"], 4), ""))
         else:
             rows.append(("accuracy", "", "unavailable", a.reason or ""))
+        rows += self.distillation_rows()
         summary = self.tensor_summary()
         if summary:
             rows.append(
@@ -247,6 +249,39 @@ class Report:
                 )
             )
         return rows
+
+    def distillation_rows(self) -> list[tuple[str, str, str, str]]:
+        """The student before distillation, and the training run, when this is a distilled model."""
+        d = self.distillation
+        if not d:
+            return []
+        rows = []
+        before = d.get("accuracy_before")
+        if before and before.get("value") is not None:
+            rows.append(
+                (
+                    "before distillation",
+                    _num(before["baseline"], 4),
+                    _num(before["value"], 4),
+                    f"retention {_num(before['retention'], 4)}",
+                )
+            )
+        history = d.get("validation") or []
+        if history:
+            rows.append(
+                (
+                    f"distillation: validation {d.get('validation_metric', '')}",
+                    _num(history[0].get("teacher"), 4),
+                    f"{_num(history[0]['retention'], 4)} → {_num(self._best_retention(), 4)}",
+                    f"{d.get('steps')} steps, best at {d.get('best_step')}",
+                )
+            )
+        return rows
+
+    def _best_retention(self) -> float | None:
+        history = self.distillation.get("validation") or []
+        best = self.distillation.get("best_step")
+        return next((h["retention"] for h in history if h["step"] == best), None)
 
     def to_markdown(self) -> str:
         lines = [

@@ -21,6 +21,7 @@ COMMANDS = {
     "gate": "compress.cli.gate:gate_command",
     "history": "compress.cli.history:history_command",
     "passes": "compress.cli.passes:passes_command",
+    "distill": "compress.cli.distill:distill",
 }
 
 

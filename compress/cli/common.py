@@ -49,11 +49,17 @@ class RichProgress:
             transient=True,
         )
         self._task = None
+        self._description = ""
 
     def start(self, description: str, total: int | None = None) -> None:
         self.done()
         self._progress.start()
+        self._description = description
         self._task = self._progress.add_task(description, total=total)
+
+    def status(self, text: str) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, description=f"{self._description} · {text}")
 
     def advance(self, steps: int = 1) -> None:
         if self._task is not None:
