@@ -103,6 +103,10 @@ def load(source: Any, *, module: Any | None = None, progress=None) -> Model:
         return source
     import torch
 
+    from compress.progress import resolve as resolve_progress
+
+    progress = resolve_progress(progress)
+
     if isinstance(source, torch.nn.Module):
         return Model(module=source.eval(), family="module")
     if not isinstance(source, str | os.PathLike):

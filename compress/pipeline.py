@@ -14,6 +14,7 @@ from compress.calib import calibration_data
 from compress.checkpoint import sha256_file
 from compress.errors import BadInput
 from compress.model import Model, load, resolve_checkpoint
+from compress.progress import resolve as resolve_progress
 from compress.recipe import Recipe
 from compress.registry import PassContext, get_pass
 
@@ -24,6 +25,7 @@ def apply(
     """Apply a recipe (or one pass's settings) to a model in memory and return the Artifact.
 
     `model` is a path, a `Model` or a `torch.nn.Module`; a module you pass in is copied, not changed.
+    `progress`: True for plain text progress (fine in a notebook), or a compress.progress.Progress.
 
     Example:
         >>> import compress as cz
@@ -31,6 +33,7 @@ def apply(
         >>> art.save("out/int4")                                                           # doctest: +SKIP
     """
     recipe = Recipe.of(recipe)
+    progress = resolve_progress(progress)
     given_object = not isinstance(model, str | Path)
     loaded = load(model, progress=progress)
     if not loaded.runnable:
@@ -101,7 +104,13 @@ def compress_checkpoint(
     device: str = "cpu",
     progress=None,
 ) -> Artifact:
-    """Compress a checkpoint into `out_dir` (streamed tensor by tensor when the recipe allows)."""
+    """Compress a checkpoint into `out_dir` (streamed tensor by tensor when the recipe allows).
+
+    Example:
+        >>> import compress as cz
+        >>> int8 = cz.Quantize(scheme="int8")
+        >>> cz.compress_checkpoint("model.safetensors", int8, "out/int8")   # doctest: +SKIP
+    """
     from compress.streaming import stream_checkpoint
 
     recipe = Recipe.of(recipe)

@@ -23,6 +23,16 @@ SCHEMA = "compress.report/1"
 
 @dataclass
 class Report:
+    """Baseline beside candidate: size, accuracy and retention, latency rows, notes.
+
+    Shown as a table in a notebook; `.to_markdown()`, `.to_json()`, `.metric("size.ratio")`.
+
+    Example:
+        >>> report = cz.evaluate("out/int8", baseline="model.safetensors")   # doctest: +SKIP
+        >>> report.metric("accuracy.retention"), report.metric("latency.cpu.speedup")  # doctest: +SKIP
+        >>> cz.Report.load("int8.json").to_markdown()                       # doctest: +SKIP
+    """
+
     candidate: dict
     baseline: dict
     size: dict

@@ -67,10 +67,15 @@ class RichProgress:
 
 
 def make_progress(quiet: bool):
-    """A progress bar on an interactive stderr; nothing with -q or when stderr is a log file or pipe."""
-    from compress.progress import NoProgress
+    """A rich progress bar on an interactive terminal; plain text (no escape codes) when a command
+    runs inside a Jupyter kernel; nothing with -q or when stderr is a log file or pipe."""
+    from compress.progress import NoProgress, TextProgress, in_notebook
 
-    return RichProgress() if not quiet and stderr.is_terminal else NoProgress()
+    if quiet:
+        return NoProgress()
+    if in_notebook():  # rich would draw its bar with terminal codes or widgets; a notebook wants text
+        return TextProgress()
+    return RichProgress() if stderr.is_terminal else NoProgress()
 
 
 def split_list(value: str) -> tuple[str, ...]:

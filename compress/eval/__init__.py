@@ -13,6 +13,7 @@ from compress.eval.size import size_section, tensor_errors
 from compress.eval.structure import annotate_latency, structure_sections
 from compress.eval.tasks import AccuracyResult, TaskOptions, pick_task
 from compress.model import Model, load
+from compress.progress import resolve as resolve_progress
 
 if TYPE_CHECKING:
     from compress.report import Report
@@ -42,6 +43,7 @@ def evaluate(
     `runtimes`: "torch" and/or "onnxruntime" (both models exported to ONNX and checked against
     torch first); `devices`: "cpu" and/or "cuda". An absent one gives an 'unavailable' row.
     `task_options` (a TaskOptions or a dict of its fields): text length, causal-lm window and stride.
+    `progress`: True for plain text progress (fine in a notebook), or a compress.progress.Progress.
 
     Example:
         >>> import compress as cz
@@ -52,6 +54,7 @@ def evaluate(
     from compress.report import Report  # here, not at the top: report.py imports this package
 
     check_choices(devices, runtimes)
+    progress = resolve_progress(progress)
     options = task_options if isinstance(task_options, TaskOptions) else TaskOptions.from_dict(task_options)
     cand = _as_model(candidate, progress)
     base = _as_model(baseline, progress)
