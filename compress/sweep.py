@@ -307,6 +307,7 @@ def sweep(
     from compress.calib import calibration_data
     from compress.eval import evaluate
     from compress.eval.latency import LatencySettings
+    from compress.eval.tasks import TaskOptions, pick_task
     from compress.model import load
     from compress.pipeline import apply
     from compress.progress import resolve
@@ -328,6 +329,9 @@ def sweep(
     labels = _labels(recipes, names)
     progress = resolve(progress)
     base = load(model, progress=progress)
+    # One task for every point: it embeds or scores the baseline once, not once per setting.
+    options = task_options if isinstance(task_options, TaskOptions) else TaskOptions.from_dict(task_options)
+    chosen_task, why = pick_task(base, task, data, inputs=inputs, limit=limit, options=options)
     candidates = []
     for i, (label, recipe) in enumerate(zip(labels, recipes, strict=True)):
         if progress:
@@ -340,15 +344,12 @@ def sweep(
                 c.data, base, n_samples=c.samples, seq_len=c.seq_len, seed=c.seed
             )
         artifact = apply(base, recipe, data=data_for_passes, progress=progress)
-        report = evaluate(
-            artifact,
-            base,
-            **evaluation.arguments(),
-            inputs=inputs,
-            task_options=task_options,
-            progress=progress,
-        )
+        arguments = evaluation.arguments() | {"task": chosen_task or task}
+        report = evaluate(artifact, base, **arguments, inputs=inputs, task_options=options, progress=progress)
         report.candidate["name"] = label
+        if chosen_task is not None:  # the note says why the task was picked, as `compress eval` does
+            given = f"task '{chosen_task.name}' as given"
+            report.notes = [why if note == given else note for note in report.notes]
         resolved = Recipe(
             passes=recipe.passes, evaluation=evaluation, calibration=recipe.calibration, name=recipe.name
         )

@@ -43,21 +43,33 @@ def test_sweep_evaluates_each_setting_against_the_one_base(mlp_sweep):
         mlp_sweep["int3"]
 
 
-def test_sweep_loads_a_checkpoint_once(tiny_bert, monkeypatch):
+def test_sweep_loads_a_checkpoint_once_and_embeds_the_baseline_once(tiny_bert, monkeypatch):
     import compress.model
+    from compress.eval.tasks import ProbeClassification
 
-    built = []
-    real = compress.model.build_module
-    monkeypatch.setattr(compress.model, "build_module", lambda *a, **k: built.append(1) or real(*a, **k))
+    built, embedded = [], []
+    real_build, real_embed = compress.model.build_module, ProbeClassification._embed
+    monkeypatch.setattr(
+        compress.model, "build_module", lambda *a, **k: built.append(1) or real_build(*a, **k)
+    )
+    monkeypatch.setattr(
+        ProbeClassification, "_embed", lambda self, m, *a: embedded.append(m) or real_embed(self, m, *a)
+    )
     result = cz.sweep(
         tiny_bert,
         [cz.Quantize(scheme="int8"), cz.Quantize(scheme="int4", group_size=16)],
-        task="fidelity",
+        data="spam",
+        limit=8,
         latency=QUICK,
         progress=False,
     )
     assert len(built) == 1 and len(result) == 2
-    assert all(c.report.accuracy.status == "ok" for c in result)
+    # baseline: probe texts and scored texts once; each candidate: its scored texts
+    assert len(embedded) == 4 and embedded[0] is embedded[1] and embedded[2] is not embedded[3]
+    for candidate in result:
+        assert candidate.report.accuracy.status == "ok" and candidate.report.accuracy.task == "classification"
+        assert any("task auto: picked 'classification'" in n for n in candidate.report.notes)
+        assert not any("as given" in n for n in candidate.report.notes)
 
 
 def test_sweep_html_table_names_every_setting_and_the_front(mlp_sweep):
