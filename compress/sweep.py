@@ -291,8 +291,13 @@ def sweep(
     in order), a Recipe, or a recipe YAML file (its passes and calibration are used; the evaluation
     is the sweep's, so every point is measured alike). The evaluation keywords are those of
     `evaluate`; latency is timed on the CPU with torch unless `devices` / `runtimes` say otherwise
-    (`latency=cz.LatencySettings(budget_s=5)` for a quick look). `progress`: True prints plain
-    text progress (fine in a notebook), False none, or a Progress object.
+    (`latency=cz.LatencySettings(budget_s=5)` for a quick look). The model is loaded once and the
+    baseline's accuracy work (embeddings of the probe texts) is done once for all settings.
+    `task_options` apply to the sweep only: a recipe from `Candidate.to_recipe` has no place for them.
+    `progress`: True prints plain text progress (fine in a notebook), False none, or a Progress.
+
+    Returns a Sweep: an HTML table in a notebook, `.table()`, `.to_pandas()`, `.plot()`, and
+    `.best(...)`, a Candidate (`.artifact`, `.report`, `.save(dir)`, `.to_recipe(gate=...)`).
 
     Example:
         >>> import compress as cz
@@ -334,18 +339,16 @@ def sweep(
     chosen_task, why = pick_task(base, task, data, inputs=inputs, limit=limit, options=options)
     candidates = []
     for i, (label, recipe) in enumerate(zip(labels, recipes, strict=True)):
-        if progress:
-            progress.start(f"sweep {i + 1}/{len(recipes)}: {label}", total=None)
-            progress.done()
+        step = _Prefixed(progress, f"[{i + 1}/{len(recipes)} {label}]") if progress else None
         data_for_passes = None
         if recipe.uses_data():
             c = recipe.calibration
             data_for_passes = calibration_data(
                 c.data, base, n_samples=c.samples, seq_len=c.seq_len, seed=c.seed
             )
-        artifact = apply(base, recipe, data=data_for_passes, progress=progress)
+        artifact = apply(base, recipe, data=data_for_passes, progress=step)
         arguments = evaluation.arguments() | {"task": chosen_task or task}
-        report = evaluate(artifact, base, **arguments, inputs=inputs, task_options=options, progress=progress)
+        report = evaluate(artifact, base, **arguments, inputs=inputs, task_options=options, progress=step)
         report.candidate["name"] = label
         if chosen_task is not None:  # the note says why the task was picked, as `compress eval` does
             given = f"task '{chosen_task.name}' as given"
@@ -355,6 +358,22 @@ def sweep(
         )
         candidates.append(Candidate(label, resolved, artifact, report))
     return Sweep(candidates)
+
+
+class _Prefixed:
+    """Progress of one setting of a sweep: each line says which setting it is about."""
+
+    def __init__(self, progress: Any, prefix: str):
+        self._progress, self._prefix = progress, prefix
+
+    def start(self, description: str, total: int | None = None) -> None:
+        self._progress.start(f"{self._prefix} {description}", total)
+
+    def advance(self, steps: int = 1) -> None:
+        self._progress.advance(steps)
+
+    def done(self) -> None:
+        self._progress.done()
 
 
 def _as_recipe(setting: Any, index: int) -> Recipe:

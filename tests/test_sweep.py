@@ -248,6 +248,18 @@ def test_cli_progress_in_a_notebook_is_plain_text(monkeypatch):
     assert isinstance(make_progress(quiet=True), compress.progress.NoProgress)
 
 
+def test_cli_progress_ignores_force_color_on_a_pipe(monkeypatch):
+    """Jupyter sets FORCE_COLOR=1 for `!compress ...`; a bar would print cursor codes into the cell."""
+    from compress.cli.common import RichProgress, make_progress
+    from compress.progress import NoProgress
+
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert isinstance(make_progress(quiet=False), NoProgress)
+    monkeypatch.setattr(sys, "stderr", type("Tty", (io.StringIO,), {"isatty": lambda self: True})())
+    assert isinstance(make_progress(quiet=False), RichProgress)
+
+
 def test_public_api_has_examples():
     for name in ("load", "quantize", "prune", "apply", "evaluate", "sweep", "gate", "compare", "Recipe"):
         doc = getattr(cz, name).__doc__ or ""
