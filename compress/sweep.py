@@ -58,7 +58,7 @@ class Candidate:
             evaluation=self.recipe.evaluation,
             calibration=self.recipe.calibration,
             gate=rules,
-            name=name if name is not None else _slug(self.name),
+            name=name if name is not None else self.recipe.name,
             description=f"chosen from a sweep: {self.name}",
         )
 
@@ -354,7 +354,10 @@ def sweep(
             given = f"task '{chosen_task.name}' as given"
             report.notes = [why if note == given else note for note in report.notes]
         resolved = Recipe(
-            passes=recipe.passes, evaluation=evaluation, calibration=recipe.calibration, name=recipe.name
+            passes=recipe.passes,
+            evaluation=evaluation,
+            calibration=recipe.calibration,
+            name=recipe.name or _slug(label),
         )
         candidates.append(Candidate(label, resolved, artifact, report))
     return Sweep(candidates)

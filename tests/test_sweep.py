@@ -166,6 +166,7 @@ def test_best_saves_model_report_and_recipe(mlp_sweep, tmp_path):
     assert cz.Report.load(weights.parent / "report.json").size == chosen.report.size
     recipe = cz.Recipe.load(weights.parent / "recipe.yaml")
     assert recipe.passes == chosen.recipe.passes and recipe.evaluation.devices == ("cpu",)
+    assert recipe.name == chosen.recipe.name and recipe.name.startswith("quantize-int")
     reloaded = cz.load(weights, module=tiny_mlp())
     assert reloaded.compression.recipe == [p.to_dict() for p in chosen.recipe.passes]
 
