@@ -1,6 +1,7 @@
 """Pruning benchmark: does pruning really shrink and speed up? One run, one machine.
 
     python benchmarks/pruning.py            # writes benchmarks/results/pruning.{md,json}
+    python benchmarks/pruning.py --only minilm,cnn   # re-measure those; keep the rest of the last run
 
 1. all-MiniLM-L6-v2 (float32): structured FFN neurons 30% and 50%, attention heads 25%, and
    unstructured 50%; latency at batch 8 x 128 tokens, interleaved with the baseline, on every runtime
@@ -260,14 +261,20 @@ def main() -> None:
         data = json.loads((RESULTS / "pruning.json").read_text())
         write_results("pruning", render(data), data)
         return
+    # --only minilm,cnn re-measures those parts and keeps the others from the last run's JSON.
+    parts = {"minilm": lambda: minilm_rows(minilm_path()), "cnn": cnn_rows, "gemma": gemma_rows}
+    only = sys.argv[sys.argv.index("--only") + 1].split(",") if "--only" in sys.argv else list(parts)
+    unknown = set(only) - set(parts)
+    if unknown:
+        sys.exit(f"--only: unknown part(s) {', '.join(sorted(unknown))}; valid: {', '.join(parts)}.")
+    previous = json.loads((RESULTS / "pruning.json").read_text()) if set(only) != set(parts) else {}
     with benchmark_lock():
-        src = minilm_path()
-        minilm = minilm_rows(src)
-        cnn = cnn_rows()
-        gemma = gemma_rows()
+        measured = {name: parts[name]() for name in only}
     from compress.eval.environment import environment
 
-    data = {"minilm": minilm, "cnn": cnn, "gemma": gemma, "environment": environment()}
+    data = {name: measured[name] if name in measured else previous[name] for name in parts}
+    data["environment"] = environment()
+    data["measured_now"] = only
     write_results("pruning", render(data), data)
 
 
@@ -294,8 +301,10 @@ def render(data: dict) -> str:
         "pruned p50 "
         "with its 95% interval; ideal speedup = baseline FLOPs / pruned FLOPs (matrix products, "
         "convolutions and "
-        "attention, counted on the latency input). ONNX Runtime latency comes with the evaluator's ONNX "
-        "runtime (issue 3); until it is on this branch it reads 'not measured yet'.",
+        "attention, counted on the latency input). ONNX Runtime: both models exported by the evaluator "
+        "(compress.onnx, checked against torch) and timed on CPUExecutionProvider. "
+        f"Measured in this run: {', '.join(data.get('measured_now', ['minilm', 'cnn', 'gemma']))}; "
+        "other parts are kept from the previous run.",
         "",
         "## all-MiniLM-L6-v2 (float32, 90.9 MB), batch 8 x 128 tokens",
         "",

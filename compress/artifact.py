@@ -49,7 +49,9 @@ class Artifact:
             for name in sorted(self.resized)
             if name in tensors
         }
-        info = CompressionInfo(FORMAT_VERSION, __version__, self.source_sha256, self.recipe, encoded, resized)
+        info = CompressionInfo(
+            FORMAT_VERSION, __version__, self.source_sha256, self.recipe, encoded, resized, self.stats
+        )
         with atomic_output_dir(out) as stage:
             save_tensors(stage / WEIGHTS_NAME, tensors, info.to_metadata())
             write_side_files(stage, self.source.parent if self.source else None, self.config)

@@ -241,14 +241,15 @@ class StreamingWriter:
         self._file.close()
 
 
-def _tensor_bytes(tensor) -> bytes:
+def _tensor_bytes(tensor):
+    """The tensor's bytes as a uint8 array over its own memory (no copy of a large weight)."""
     import torch
 
     t = tensor.detach().contiguous().cpu()
     if t.numel() == 0:
         return b""
     # view as raw bytes: works for every dtype, bfloat16 and float8 included
-    return t.reshape(-1).view(torch.uint8).numpy().tobytes()
+    return t.reshape(-1).view(torch.uint8).numpy()
 
 
 def save_tensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:

@@ -188,14 +188,18 @@ def architecture_class(config):
 
 def build_module(config, tensors: dict, where: str, resized: dict | None = None):
     """Construct the architecture named in `config` and load every tensor into it."""
+    return load_into(empty_architecture(config), tensors, where, config=config, resized=resized)
+
+
+def empty_architecture(config):
+    """The architecture named in `config` with uninitialised weights (allocated, not yet resident)."""
     cls = architecture_class(config)
     try:
         from transformers.initialization import no_init_weights
     except ImportError:  # transformers 4.x
         from transformers.modeling_utils import no_init_weights
     with no_init_weights():
-        module = cls(config)
-    return load_into(module, tensors, where, config=config, resized=resized)
+        return cls(config)
 
 
 def load_into(module, tensors: dict, where: str, config=None, resized: dict | None = None):

@@ -10,21 +10,32 @@ from pathlib import Path
 from typing import Any
 
 from compress.artifact import Artifact
-from compress.calib import calibration_data
 from compress.checkpoint import sha256_file
 from compress.errors import BadInput
-from compress.model import Model, load, resolve_checkpoint
+from compress.memory import release_free_memory
+from compress.model import Model, load, load_tokenizer, resolve_checkpoint
 from compress.progress import resolve as resolve_progress
 from compress.recipe import Recipe
 from compress.registry import PassContext, get_pass
 
 
 def apply(
-    model: Any, recipe: Any, *, data: Any = None, device: str = "cpu", seed: int = 0, progress=None
+    model: Any,
+    recipe: Any,
+    *,
+    data: Any = None,
+    device: str = "cpu",
+    seed: int = 0,
+    progress=None,
+    keep_tokenizer: bool = True,
 ) -> Artifact:
     """Apply a recipe (or one pass's settings) to a model in memory and return the Artifact.
 
     `model` is a path, a `Model` or a `torch.nn.Module`; a module you pass in is copied, not changed.
+    `data` is calibration data for passes that need it: a path or built-in name, a tensor, a list of
+    samples, or `compress.calib.CalibrationData`; without it such passes use their `calib` settings.
+    `keep_tokenizer=False` leaves a model read block by block without its tokenizer (for callers that
+    save the result and need no text from it in this process).
     `progress`: True for plain text progress (fine in a notebook), or a compress.progress.Progress.
 
     Example:
@@ -35,27 +46,48 @@ def apply(
     recipe = Recipe.of(recipe)
     progress = resolve_progress(progress)
     given_object = not isinstance(model, str | Path)
-    loaded = load(model, progress=progress)
+    deferred = None
+    if not given_object and _can_defer(recipe):
+        # The pass reads the model block by block; the tokenizer is loaded only to draw calibration
+        # samples and freed before the weights are read (a 262k vocabulary is a third of a small model).
+        from compress.deferred import load_deferred
+
+        loaded, deferred = load_deferred(resolve_checkpoint(model), tokenizer=False)
+    else:
+        loaded = load(model, progress=progress)
     if not loaded.runnable:
         raise BadInput(
             f"{loaded.checkpoint}: has no config.json beside it, so it cannot be built as a model; only "
-            "passes that work tensor by tensor (quantize with method rtn) run on it."
+            "passes that work tensor by tensor (quantize with method rtn, mse or hqq) run on it."
         )
     module = copy.deepcopy(loaded.module) if given_object else loaded.module
-    data = calibration_data(data, loaded)  # a built-in name or a file: loaded with the tokenizer
-    ctx = PassContext(data=data, device=device, seed=seed, progress=progress)
     changes: dict[str, dict] = {}
     stats: dict[str, float] = {}
+    recorded: list[dict] = []
     config = None
     resized = previously_resized(loaded, module)
     for cfg in recipe.passes:
+        tokenizer = loaded.tokenizer
+        if tokenizer is None and cfg.uses_data() and loaded.checkpoint is not None:
+            tokenizer = load_tokenizer(loaded.checkpoint.parent)
+        cfg, calibration = _calibration(cfg, data, tokenizer)
+        del tokenizer
+        if deferred is not None:
+            release_free_memory()
+        recorded.append(cfg.to_dict())
+        ctx = PassContext(data=calibration, device=device, seed=seed, progress=progress, weights=deferred)
         result = get_pass(cfg.kind).apply(module, cfg, ctx)
+        if deferred is not None:  # later passes see an ordinary in-memory model
+            deferred.finish()
+            deferred = None
         module = result.module
         for name, change in result.changes.items():  # a later pass adds to an earlier one's record
             changes.setdefault(name, {}).update(change)
         resized |= {name for name, change in result.changes.items() if "baseline_shape" in change}
         stats.update(result.stats)
         config = result.config or config
+    if loaded.tokenizer is None and keep_tokenizer and loaded.checkpoint is not None:
+        loaded.tokenizer = load_tokenizer(loaded.checkpoint.parent)
     source = loaded.checkpoint
     out_model = Model(
         module=module,
@@ -65,7 +97,7 @@ def apply(
     )
     return Artifact(
         model=out_model,
-        recipe=recipe.to_list(),
+        recipe=recorded,
         changes=changes,
         stats=stats,
         source=source,
@@ -84,6 +116,36 @@ def previously_resized(loaded: Model, module) -> set[str]:
         return set()
     names = align_names(declared, set(module.state_dict()), getattr(module, "base_model_prefix", ""))
     return set(names.values())
+
+
+def _can_defer(recipe: Recipe) -> bool:
+    """True when the first pass reads the model block by block (data-aware passes that support it)."""
+    if not recipe.passes:
+        return False
+    first = recipe.passes[0]
+    return get_pass(first.kind).deferred and first.uses_data()
+
+
+def _calibration(cfg: Any, data: Any, tokenizer: Any) -> tuple[Any, Any]:
+    """The calibration data for one pass (None when it needs none), and its settings as recorded:
+    data given as a path replaces the source named in the settings."""
+    from compress.calib import CalibrationSettings, resolve_calibration
+
+    if not cfg.uses_data():
+        # No statistics needed, but a pass may still trace the model with samples the user gave
+        # (structured pruning; batch-norm recalibration).
+        return cfg, None if data is None else resolve_calibration(data, CalibrationSettings(), tokenizer)
+    settings = getattr(cfg, "calib", None)
+    if data is None and not isinstance(settings, CalibrationSettings):
+        return cfg, None  # a pass with no calibration settings of its own says what data it needs
+    if not isinstance(settings, CalibrationSettings):
+        settings = CalibrationSettings()
+    calibration = resolve_calibration(data, settings, tokenizer)
+    if isinstance(data, str | Path) and hasattr(cfg, "calib"):
+        cfg = cfg.replace(calib=settings.replace(source=str(data)))
+    elif data is not None and hasattr(cfg, "calib"):
+        cfg = cfg.replace(calib=settings.replace(source=calibration.source, samples=len(calibration)))
+    return cfg, calibration
 
 
 def can_stream(recipe: Recipe) -> bool:
@@ -118,7 +180,7 @@ def compress_checkpoint(
     if can_stream(recipe):
         cfg = recipe.passes[0]
         return stream_checkpoint(weights, get_pass(cfg.kind), cfg, Path(out_dir), progress=progress)
-    artifact = apply(weights, recipe, data=data, device=device, progress=progress)
+    artifact = apply(weights, recipe, data=data, device=device, progress=progress, keep_tokenizer=False)
     artifact.save(out_dir)
     return artifact
 

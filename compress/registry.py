@@ -29,6 +29,9 @@ class PassContext:
     device: str = "cpu"
     seed: int = 0
     progress: Any | None = None  # compress.progress.Progress
+    # compress.deferred.DeferredWeights when the model's tensors are still on disk (a pass with
+    # PassSpec.deferred reads them block by block); None when the model is fully in memory.
+    weights: Any | None = None
 
 
 @dataclass
@@ -51,9 +54,13 @@ class PassSpec:
     apply: Callable[[Any, PassConfig, PassContext], PassResult]
     summary: str
     # Optional: a pass that transforms each weight independently can stream a checkpoint without
-    # building the model. stream(name, tensor, layer_type, cfg) -> encoded tensor or None (leave as is).
-    stream: Callable[..., Any] | None = None
+    # building the model: an encoder with plan(name, shape, dtype, cfg) -> metadata, checked before any
+    # data is read, and encode(tensor, cfg, metadata) -> encoded tensor (optionally check(names, cfg)).
+    stream: Any | None = None
     requires: tuple[str, ...] = ()
+    # True when apply() can start on a model whose tensors are still on disk and read them through
+    # ctx.weights as it goes (block by block), which keeps peak memory near one block.
+    deferred: bool = False
 
     @property
     def needs_data(self) -> bool:

@@ -18,7 +18,9 @@ from compress.errors import BadInput
 if TYPE_CHECKING:  # imported lazily: compress.eval imports this module
     from compress.eval.tasks import AccuracyResult
 
-SCHEMA = "compress.report/1"
+SCHEMA = "compress.report/2"
+# Versions this compress reads: /2 only adds keys to /1 (absent ones take their defaults).
+READABLE_SCHEMAS = ("compress.report/1", SCHEMA)
 
 
 @dataclass
@@ -61,11 +63,14 @@ class Report:
     def from_dict(cls, data: dict, where: str = "report") -> Report:
         if not isinstance(data, dict) or "schema" not in data:
             raise BadInput(f"{where}: is not a compress report (no 'schema' key).")
-        if data["schema"] != SCHEMA:
-            raise BadInput(f"{where}: has schema '{data['schema']}'; this compress reads '{SCHEMA}'.")
+        if data["schema"] not in READABLE_SCHEMAS:
+            raise BadInput(
+                f"{where}: has schema '{data['schema']}'; this compress reads {', '.join(READABLE_SCHEMAS)}."
+            )
         from compress.eval.tasks import AccuracyResult
 
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields["schema"] = SCHEMA  # loaded, it has every key of the current version
         try:
             fields["accuracy"] = AccuracyResult(**data["accuracy"])
             return cls(**fields)
@@ -217,7 +222,7 @@ class Report:
                     label + shape + " p50",
                     f"{_num(row['baseline_p50_ms'], 2)} ms",
                     f"{_num(row['p50_ms'], 2)} ms",
-                    _speed(row["speedup"]) + (f" (ideal {ideal:.2f}×)" if ideal else ""),
+                    _speed(row["speedup"]) + _ideal(ideal),
                 )
             )
             memory = _memory_row(row)
@@ -226,10 +231,13 @@ class Report:
         return rows
 
     def structure_rows(self) -> list[tuple[str, str, str, str]]:
-        """Sparsity, nonzero weights and FLOPs, when the evaluator measured them."""
+        """Sparsity and FLOPs when they changed beyond what rounding does (quantization zeros a few
+        small weights and keeps FLOPs)."""
+        from compress.eval.structure import NOTABLE_SPARSITY
+
         rows = []
         sp = self.sparsity
-        if sp.get("layers"):
+        if sp.get("layers") and sp["overall"] - sp["baseline_overall"] >= NOTABLE_SPARSITY:
             rows.append(
                 (
                     "sparsity (weights)",
@@ -239,7 +247,7 @@ class Report:
                 )
             )
         c = self.compute
-        if c.get("flops"):
+        if c.get("flops") and c["flops"] != c["baseline_flops"]:
             rows.append(
                 (
                     "FLOPs per call",
@@ -296,6 +304,11 @@ def _flatten(node: Any, prefix: str = ""):
             yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
     else:
         yield prefix, node
+
+
+def _ideal(ideal: float | None) -> str:
+    """The FLOPs-ideal speedup beside a measured one, when structure changed the FLOPs."""
+    return f" (ideal {ideal:.2f}×)" if ideal and abs(ideal - 1) >= 0.005 else ""
 
 
 def _finite(value: Any) -> Any:

@@ -36,6 +36,8 @@ def stream_checkpoint(
     if read_compression_info(file.metadata, str(source)) is not None:
         raise BadInput(f"{source}: is already compressed by compress; start from the float checkpoint.")
     selected = select_checkpoint_tensors(file, cfg.targets, spec.kind)
+    if hasattr(spec.stream, "check"):  # settings that must match some selected tensor (mixed precision)
+        spec.stream.check(list(selected), cfg)
     # Plan every output tensor before reading any data: the header is written first.
     plan: list[tuple[str, list[tuple[str, str, tuple[int, ...]]], dict | None]] = []
     encoded_meta: dict[str, dict] = {}
@@ -66,7 +68,7 @@ def stream_checkpoint(
             if meta is None:
                 writer.write(name, tensor)
             else:
-                encoded = spec.stream.encode(tensor, cfg)
+                encoded = spec.stream.encode(tensor, cfg, meta)
                 for part_name, value in encoded.parts(name).items():
                     writer.write(part_name, value)
                 changes[name] = {**meta, "sqnr_db": sqnr_db(tensor, encoded.dequantize())}

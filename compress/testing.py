@@ -22,6 +22,30 @@ def tiny_mlp(seed: int = 0, width: int = 64):
     ).eval()
 
 
+def tiny_norm_mlp(seed: int = 0, width: int = 64, hidden: int = 128):
+    """LayerNorm -> Linear -> ReLU -> Linear: the shape of a transformer MLP, for data-aware methods."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.LayerNorm(width), nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, width)
+    ).eval()
+    with torch.no_grad():  # a few channels with large norm weights, as in trained language models
+        model[0].weight.copy_(1.0 + torch.rand(width))
+        model[0].weight[: width // 16] *= 8.0
+    return model
+
+
+def correlated_inputs(n: int, width: int = 64, seed: int = 0):
+    """Inputs whose channels are strongly correlated (a low-rank mix plus a little noise)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    mix = torch.randn(8, width, generator=generator)
+    return torch.randn(n, 8, generator=generator) @ mix + 0.05 * torch.randn(n, width, generator=generator)
+
+
 def tiny_cnn(seed: int = 0):
     """A small CNN with a residual connection, for 1x16x16 inputs."""
     import torch

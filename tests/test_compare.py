@@ -56,7 +56,7 @@ def reports(tmp_path_factory) -> list:
 
 def test_report_json_has_the_documented_keys(reports):
     data = json.loads(reports[0].read_text())
-    assert set(data) == TOP_LEVEL and data["schema"] == "compress.report/1"
+    assert set(data) == TOP_LEVEL and data["schema"] == "compress.report/2"
     assert set(data["latency"][0]) == LATENCY_OK
     assert set(data["accuracy"]) >= {"status", "task", "metric", "value", "baseline", "retention", "details"}
     back = Report.load(reports[0])

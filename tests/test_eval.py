@@ -109,6 +109,15 @@ def test_report_of_another_schema_is_refused():
         Report.from_dict({"schema": "compress.report/99"})
 
 
+def test_a_version_1_report_still_loads(tiny_bert):
+    data = cz.evaluate(tiny_bert, tiny_bert, devices=()).to_dict()
+    data["schema"] = "compress.report/1"
+    for added in ("sparsity", "compute"):  # keys /2 added
+        del data[added]
+    back = Report.from_dict(data)
+    assert back.schema == "compress.report/2" and back.sparsity == {} and back.size == data["size"]
+
+
 def test_mismatched_architectures_are_refused(tiny_bert, tiny_llama):
     with pytest.raises(BadInput, match="compare like with like"):
         cz.evaluate(tiny_llama, tiny_bert, devices=())

@@ -221,13 +221,13 @@ def test_gate_command_bad_input_exits_2(tmp_path, make_args, expected):
 
 def test_a_report_of_another_schema_version_exits_2(tmp_path):
     data = make_report().to_dict()
-    data["schema"] = "compress.report/2"
+    data["schema"] = "compress.report/99"
     (tmp_path / "r.json").write_text(json.dumps(data))
     result = gate_cli(str(tmp_path / "r.json"), "--min-retention", "0.9")
-    assert result.exit_code == 2 and "has schema 'compress.report/2'" in result.stderr
+    assert result.exit_code == 2 and "has schema 'compress.report/99'" in result.stderr
     (tmp_path / "broken.json").write_text('{"schema": "compress.report/1", "size": {}}')
     result = gate_cli(str(tmp_path / "broken.json"), "--min-retention", "0.9")
-    assert result.exit_code == 2 and "is not a complete compress.report/1 report" in result.stderr
+    assert result.exit_code == 2 and "is not a complete compress.report/2 report" in result.stderr
 
 
 def test_against_last_compares_with_the_last_run_that_passed(tmp_path):

@@ -34,14 +34,46 @@ from compress.cli.common import (
 )
 @click.option("--asymmetric", is_flag=True, help="INT4 with a stored zero point per group.")
 @click.option(
-    "--method", default="rtn", show_default=True, help="How codes are chosen: rtn (round to nearest)."
+    "--method",
+    type=click.Choice(["rtn", "mse", "hqq", "gptq", "awq"]),
+    default="rtn",
+    show_default=True,
+    help="How INT4 codes are chosen. No data: rtn (round to nearest), mse (MSE-optimal clipping), "
+    "hqq (HQQ-style refinement). Calibration data: gptq, awq.",
+)
+@click.option(
+    "--calib",
+    metavar="PATH|NAME",
+    help="Calibration data for gptq/awq: .txt, .jsonl/.csv (text column), .npz, or a built-in text "
+    "[default: wiki-train].",
+)
+@click.option("--calib-samples", type=int, metavar="N", help="Calibration samples [default: 128].")
+@click.option("--calib-seq-len", type=int, metavar="N", help="Tokens per calibration sample [default: 512].")
+@click.option("--calib-seed", type=int, metavar="N", help="Seed that picks the samples [default: 0].")
+@click.option(
+    "--damp", type=float, help="gptq: Hessian damping, fraction of its mean diagonal [default: 0.01]."
+)
+@click.option(
+    "--act-order/--no-act-order", default=None, help="gptq: busiest input columns first [default: on]."
+)
+@click.option(
+    "--clip/--no-clip", default=None, help="gptq/awq: search each group's clipping range [default: on]."
+)
+@click.option(
+    "--keep-int8",
+    multiple=True,
+    metavar="GLOB",
+    help="Mixed precision: layers whose name matches stay at INT8 in an INT4 run (repeatable).",
 )
 @click.option(
     "--embeddings", is_flag=True, help="Quantize embedding tables too (Linear layers only by default)."
 )
 @click.option("--include", multiple=True, metavar="GLOB", help="Only layers whose name matches (repeatable).")
 @click.option(
-    "--exclude", multiple=True, metavar="GLOB", help="Leave layers whose name matches (repeatable)."
+    "--exclude",
+    multiple=True,
+    metavar="GLOB",
+    help="Keep layers whose name matches in float (repeatable).",
 )
 @click.option("--no-eval", is_flag=True, help="Write the checkpoint and stop; no evaluation.")
 @eval_options
@@ -55,6 +87,14 @@ def quantize(
     group_size: int,
     asymmetric: bool,
     method: str,
+    calib: str | None,
+    calib_samples: int | None,
+    calib_seq_len: int | None,
+    calib_seed: int | None,
+    damp: float | None,
+    act_order: bool | None,
+    clip: bool | None,
+    keep_int8: tuple[str, ...],
     embeddings: bool,
     include: tuple[str, ...],
     exclude: tuple[str, ...],
@@ -69,10 +109,28 @@ def quantize(
     compress quantize model.safetensors                     # INT8, Linear layers
     compress quantize model.safetensors --embeddings        # INT8, embeddings too
     compress quantize model.safetensors --scheme int4 --group-size 32 -o out/ --json report.json
+    compress quantize gemma/ --scheme int4 --method gptq --calib wiki.txt --calib-samples 64
+    compress quantize gemma/ --scheme int4 --method awq --keep-int8 'model.layers.0.*'
+    compress quantize model.safetensors --scheme int4 --method hqq    # no data needed
     """
     from compress.passes.quantize import QuantizeConfig
     from compress.pipeline import compress_checkpoint, default_output_dir
 
+    calibration = {
+        key: value
+        for key, value in {
+            "source": calib,
+            "samples": calib_samples,
+            "seq_len": calib_seq_len,
+            "seed": calib_seed,
+        }.items()
+        if value is not None
+    }
+    method_settings = {
+        key: value
+        for key, value in {"damp": damp, "act_order": act_order, "clip": clip}.items()
+        if value is not None
+    }
     cfg = QuantizeConfig.from_dict(
         {
             "scheme": scheme,
@@ -84,9 +142,12 @@ def quantize(
                 "include": list(include) or ["*"],
                 "exclude": list(exclude),
             },
+            "keep_int8": list(keep_int8),
+            **({"calib": calibration} if calibration else {}),
+            **method_settings,
         }
     )
-    out = output or str(default_output_dir(source, scheme))
+    out = output or str(default_output_dir(source, scheme if method == "rtn" else f"{scheme}-{method}"))
     if not no_eval:
         open_history(eval_opts, check=True)
     progress = make_progress(quiet)

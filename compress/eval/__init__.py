@@ -62,6 +62,7 @@ def evaluate(
     check_compatible(cand, base)
     notes: list[str] = list(cand.notes)
     notes += _source_check(cand, base)
+    notes += _compression_notes(cand)
     settings = latency or LatencySettings()
 
     tensors = tensor_errors(cand.checkpoint, base.checkpoint) if cand.checkpoint and base.checkpoint else []
@@ -119,6 +120,7 @@ def describe(model: Model, recipe: list[dict] | None = None) -> dict:
         "architecture": (getattr(model.config, "architectures", None) or [None])[0] if model.config else None,
         "recipe": info.recipe if info else (recipe or []),
         "source_sha256": info.source_sha256 if info else None,
+        "stats": info.stats if info else {},
     }
 
 
@@ -151,3 +153,21 @@ def _source_check(cand: Model, base: Model) -> list[str]:
     if sha256_file(base.checkpoint) != cand.compression.source_sha256:
         return ["the baseline is not the checkpoint this candidate was made from (sha256 differs)"]
     return []
+
+
+def _compression_notes(model: Model) -> list[str]:
+    """What the checkpoint's header says about how it was made (time, memory, caveats)."""
+    info = model.compression
+    if info is None:
+        return []
+    notes = []
+    seconds, peak = info.stats.get("quantize.seconds"), info.stats.get("quantize.peak_rss_mb")
+    if seconds is not None:
+        memory = f", peak RSS {peak / 1000:.2f} GB" if peak else ""
+        notes.append(f"quantization took {seconds:.0f} s{memory} (recorded in the checkpoint)")
+    if any(step.get("method") == "awq" for step in info.recipe):
+        notes.append(
+            "awq folds its scales into the layers before the quantized ones: per-tensor SQNR against "
+            "the baseline includes that exact rescaling, not only the quantization error"
+        )
+    return notes

@@ -8,6 +8,8 @@ Header keys (all strings, as safetensors requires):
   compress.tensors          JSON: {weight name: {"scheme", "shape", "dtype", ...}} for every encoded weight
   compress.resized          JSON: {tensor name: shape} for tensors a structural pass (pruning) made
                             smaller than the architecture builds them; written only when there are some
+  compress.stats            JSON (optional): what producing the file measured, e.g. quantize.seconds,
+                            quantize.peak_rss_mb, quantize.calibration_tokens
 
 Any tensor not listed in compress.tensors is stored as is. Encoded weights are stored as several
 tensors (codes, scales, ...) named after the weight; each scheme's codec knows which.
@@ -30,6 +32,7 @@ KEY_SOURCE = "compress.source_sha256"
 KEY_RECIPE = "compress.recipe"
 KEY_TENSORS = "compress.tensors"
 KEY_RESIZED = "compress.resized"
+KEY_STATS = "compress.stats"
 
 # scheme -> codec class with from_parts / part_names / planned_parts (see QuantizedTensor).
 # Other encodings add themselves here.
@@ -47,9 +50,10 @@ class CompressionInfo:
     tensors: dict[str, dict] = field(default_factory=dict)
     # Structurally pruned tensors: name -> shape; the loader shrinks these before loading.
     resized: dict[str, list[int]] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
 
     def to_metadata(self) -> dict[str, str]:
-        out = {
+        meta = {
             KEY_FORMAT: str(self.format_version),
             KEY_TOOL: self.tool_version,
             KEY_SOURCE: self.source_sha256,
@@ -57,8 +61,10 @@ class CompressionInfo:
             KEY_TENSORS: json.dumps(self.tensors, sort_keys=True),
         }
         if self.resized:
-            out[KEY_RESIZED] = json.dumps(self.resized, sort_keys=True)
-        return out
+            meta[KEY_RESIZED] = json.dumps(self.resized, sort_keys=True)
+        if self.stats:
+            meta[KEY_STATS] = json.dumps(self.stats, sort_keys=True)
+        return meta
 
 
 def read_compression_info(metadata: dict[str, str], where: str) -> CompressionInfo | None:
@@ -74,6 +80,7 @@ def read_compression_info(metadata: dict[str, str], where: str) -> CompressionIn
             recipe=json.loads(metadata.get(KEY_RECIPE, "[]")),
             tensors=json.loads(metadata.get(KEY_TENSORS, "{}")),
             resized=json.loads(metadata.get(KEY_RESIZED, "{}")),
+            stats=json.loads(metadata.get(KEY_STATS, "{}")),
         )
     except (ValueError, json.JSONDecodeError):
         raise BadInput(f"{where}: has corrupt compress metadata in its header.") from None

@@ -1,21 +1,33 @@
 """The `quantize` pass: weight-only INT8 (per output channel) and INT4 (group-wise).
 
-Round-to-nearest needs no forward pass, so besides the in-memory form (`apply`, on a live module)
-it offers a streaming encoder that quantizes a checkpoint on disk one tensor at a time.
+Methods choose the INT4 codes; every method stores them in the same format (ONNX Runtime's
+MatMulNBits layout), so the result loads back and exports the same way whatever produced it:
+- rtn: round to nearest (the default, no data);
+- mse: per-group MSE-optimal clipping of the range (no data);
+- hqq: HQQ-style refinement of the scales under a robust l_p loss (no data);
+- gptq, awq: calibration data, processed block by block (see blockwise.py, sequential.py).
+The data-free methods work tensor by tensor, so a checkpoint streams through them without being
+built as a model; the data-aware ones run on the model, one block at a time.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import math
+import time
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
+from compress.calib import CalibrationSettings
 from compress.config import PassConfig
 from compress.errors import BadInput
 from compress.formats.quantized import QuantizedTensor
-from compress.passes.quantize.rtn import quantize_int4, quantize_int8, sqnr_db
 from compress.registry import PassContext, PassResult, PassSpec
 from compress.targets import Targets
+
+DATA_AWARE = ("gptq", "awq")
+# Calibration batches hold about this many tokens (samples of one length are stacked).
+TOKENS_PER_BATCH = 4096
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,16 +37,30 @@ class QuantizeConfig(PassConfig):
     scheme: int8 (symmetric, per output channel) or int4 (group-wise along the input dimension).
     group_size: INT4 group length; a power of two >= 16 that divides each targeted row.
     symmetric: INT4 with an implicit zero point (True) or a stored one per group (False).
-    method: how codes are chosen; rtn = round to nearest.
-    targets: layer types and name globs; Linear layers by default, embeddings on request.
+    method: how INT4 codes are chosen: rtn, mse, hqq (no data); gptq, awq (calibration data).
+    targets: layer types and name globs; Linear layers by default, embeddings on request. Layers
+        left out (targets.exclude) stay in float.
+    keep_int8: layer name globs quantized to INT8 (per channel) in an INT4 run (mixed precision).
+    calib: the calibration data of gptq and awq (source, samples, seq_len, seed).
+    damp: gptq's damping, a fraction of the Hessian's mean diagonal (default 0.01).
+    act_order: gptq quantizes the busiest input columns first (default true).
+    clip: gptq and awq search each group's clipping range (default true).
     """
 
     kind: ClassVar[str] = "quantize"
     scheme: Literal["int8", "int4"] = "int8"
     group_size: int = 128
     symmetric: bool = True
-    method: Literal["rtn"] = "rtn"
+    method: Literal["rtn", "mse", "hqq", "gptq", "awq"] = "rtn"
     targets: Targets = field(default_factory=Targets)
+    keep_int8: tuple[str, ...] = ()
+    calib: CalibrationSettings = field(default_factory=CalibrationSettings)
+    damp: float | None = None
+    act_order: bool | None = None
+    clip: bool | None = None
+
+    def uses_data(self) -> bool:
+        return self.method in DATA_AWARE
 
     def validate(self) -> None:
         if self.scheme == "int4":
@@ -46,54 +72,109 @@ class QuantizeConfig(PassConfig):
                 )
         if self.scheme == "int8" and not self.symmetric:
             raise BadInput("quantize: int8 is symmetric only (use --scheme int4 for asymmetric).")
+        if self.scheme == "int8" and self.method != "rtn":
+            raise BadInput(
+                f"quantize: method {self.method} chooses INT4 codes; use scheme int4 with it (INT8 is "
+                "round to nearest, which is already within a fraction of a percent of float)."
+            )
+        if self.keep_int8 and self.scheme != "int4":
+            raise BadInput(
+                "quantize.keep_int8: mixed precision keeps layers at INT8 in an INT4 run; use scheme int4."
+            )
+        only = {"damp": ("gptq",), "act_order": ("gptq",), "clip": DATA_AWARE}
+        for name, methods in only.items():
+            if getattr(self, name) is not None and self.method not in methods:
+                raise BadInput(
+                    f"quantize.{name}: applies to method {' and '.join(methods)}, not {self.method}."
+                )
+        if self.damp is not None and not 0 < self.damp < 1:
+            raise BadInput(f"quantize.damp: {self.damp} is not between 0 and 1 (typical: 0.01).")
+        if not self.uses_data() and self.calib != CalibrationSettings():
+            raise BadInput(
+                f"quantize.calib: method {self.method} needs no calibration data; calibration settings "
+                f"apply to {' and '.join(DATA_AWARE)}."
+            )
 
     def describe(self) -> str:
         if self.scheme == "int8":
             return f"int8 per-channel, {self.method}"
-        return f"int4 group {self.group_size}, {'sym' if self.symmetric else 'asym'}, {self.method}"
+        text = f"int4 group {self.group_size}, {'sym' if self.symmetric else 'asym'}, {self.method}"
+        if self.uses_data():
+            c = self.calib
+            text += f" on {c.source} ({c.samples} x {c.seq_len} tokens, seed {c.seed})"
+        if self.keep_int8:
+            text += f", int8: {', '.join(self.keep_int8)}"
+        return text
+
+    def scheme_of(self, names: list[str]) -> str:
+        """The scheme of a weight owned by the layers `names` (INT8 when any is kept at INT8)."""
+        if any(_matches(name, pattern) for name in names for pattern in self.keep_int8):
+            return "int8"
+        return self.scheme
+
+    def check_keep_int8(self, names: list[str]) -> None:
+        """BadInput for a keep_int8 pattern that matches none of the targeted layers."""
+        for pattern in self.keep_int8:
+            if not any(_matches(name, pattern) for name in names):
+                shown = ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")
+                raise BadInput(
+                    f"quantize.keep_int8: pattern '{pattern}' matches no targeted layer; "
+                    f"layers look like: {shown}."
+                )
 
 
-class RtnEncoder:
-    """Tensor-by-tensor round-to-nearest, for streaming a checkpoint."""
+def _matches(name: str, pattern: str) -> bool:
+    name = name.removesuffix(".weight")
+    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(f"{name}.weight", pattern)
+
+
+class WeightEncoder:
+    """Tensor-by-tensor quantization by a data-free method, for streaming a checkpoint."""
+
+    def check(self, names: list[str], cfg: QuantizeConfig) -> None:
+        cfg.check_keep_int8(names)
 
     def plan(self, name: str, shape: tuple[int, ...], dtype, cfg: QuantizeConfig) -> dict:
         """The stored form's metadata, checked before any data is read."""
         if len(shape) < 2:
             raise BadInput(f"quantize: weight '{name}' has {len(shape)} dimension(s); need at least 2.")
+        scheme = cfg.scheme_of([name])
         cols = math.prod(shape[1:])
-        if cfg.scheme == "int4" and cols % cfg.group_size:
+        if scheme == "int4" and cols % cfg.group_size:
             raise BadInput(
                 f"quantize: group size {cfg.group_size} does not divide the {cols} columns of "
                 f"'{name}' (shape {list(shape)}); choose a group size that divides every targeted "
                 "row, or exclude this layer."
             )
         return {
-            "scheme": cfg.scheme,
+            "scheme": scheme,
             "shape": list(shape),
             "dtype": str(dtype).removeprefix("torch."),
-            "group_size": cfg.group_size if cfg.scheme == "int4" else None,
-            "symmetric": cfg.symmetric,
+            "group_size": cfg.group_size if scheme == "int4" else None,
+            "symmetric": cfg.symmetric if scheme == "int4" else True,
         }
 
-    def encode(self, weight, cfg: QuantizeConfig) -> QuantizedTensor:
-        if cfg.scheme == "int8":
+    def encode(self, weight, cfg: QuantizeConfig, meta: dict | None = None) -> QuantizedTensor:
+        from compress.passes.quantize.datafree import quantize_int4_data_free
+        from compress.passes.quantize.rtn import quantize_int8
+
+        scheme = meta["scheme"] if meta else cfg.scheme
+        if scheme == "int8":
             return quantize_int8(weight)
-        return quantize_int4(weight, cfg.group_size, cfg.symmetric)
+        method = cfg.method if cfg.method not in DATA_AWARE else "mse"
+        return quantize_int4_data_free(weight, cfg.group_size, cfg.symmetric, method)
 
 
-ENCODER = RtnEncoder()
+ENCODER = WeightEncoder()
 
 
 def apply(module, cfg: QuantizeConfig, ctx: PassContext) -> PassResult:
     """Replace each targeted layer with its quantized form, in place."""
     from compress.layers import select_module_layers
-    from compress.model import replace_module
-    from compress.qmodules import _QuantizedWeight, quantized_module
+    from compress.qmodules import _QuantizedWeight
 
+    started = time.perf_counter()
     groups = select_module_layers(module, cfg.targets, "quantize")
-    changes: dict[str, dict] = {}
-    if ctx.progress:
-        ctx.progress.start("quantizing", total=len(groups))
     for names in groups:
         first = module.get_submodule(names[0])
         if isinstance(first, _QuantizedWeight):
@@ -101,27 +182,68 @@ def apply(module, cfg: QuantizeConfig, ctx: PassContext) -> PassResult:
                 f"quantize: layer '{names[0]}' is already quantized ({first.scheme}); quantize the "
                 "float checkpoint instead."
             )
-        weight = first.weight.detach()
+    cfg.check_keep_int8([n for names in groups for n in names])
+    plans = {}
+    for names in groups:
+        weight = module.get_submodule(names[0]).weight
         meta = ENCODER.plan(f"{names[0]}.weight", tuple(weight.shape), weight.dtype, cfg)
-        qt = ENCODER.encode(weight, cfg)
+        meta["scheme"] = cfg.scheme_of(names)
+        if meta["scheme"] == "int8":
+            meta.update(group_size=None, symmetric=True)
+        plans[names[0]] = meta
+    changes: dict[str, dict] = {}
+    stats: dict[str, float] = {}
+    if cfg.uses_data():
+        from compress.passes.quantize.apply_blocks import quantize_blockwise
+
+        done, stats = quantize_blockwise(module, cfg, ctx, groups, plans, changes)
+        groups = [names for names in groups if names[0] not in done]
+    if ctx.weights is not None and groups:
+        ctx.weights.load(*[n for names in groups for n in names])
+    _quantize_each(module, cfg, groups, plans, changes, ctx.progress)
+    stats["quantize.seconds"] = time.perf_counter() - started
+    from compress.memory import peak_rss_mb
+
+    peak = peak_rss_mb()
+    if peak is not None:
+        stats["quantize.peak_rss_mb"] = peak
+    return PassResult(module=module, changes=changes, stats=stats)
+
+
+def _quantize_each(module, cfg: QuantizeConfig, groups, plans, changes, progress) -> None:
+    """Data-free quantization of each group's weight (all of them, or those the blocks did not reach)."""
+    from compress.model import replace_module
+    from compress.passes.quantize.rtn import sqnr_db
+    from compress.qmodules import quantized_module
+
+    if not groups:
+        return
+    method = cfg.method if cfg.method not in DATA_AWARE else "mse"
+    if progress:
+        progress.start("quantizing", total=len(groups))
+    for names in groups:
+        weight = module.get_submodule(names[0]).weight.detach()
+        meta = plans[names[0]]
+        qt = ENCODER.encode(weight, cfg, meta)
         for name in names:
             replace_module(module, name, quantized_module(module.get_submodule(name), qt))
         changes[f"{names[0]}.weight"] = {
             **meta,
+            "method": "rtn" if meta["scheme"] == "int8" else method,
             "sqnr_db": sqnr_db(weight, qt.dequantize()),
             "tied": names[1:],
         }
-        if ctx.progress:
-            ctx.progress.advance()
-    if ctx.progress:
-        ctx.progress.done()
-    return PassResult(module=module, changes=changes)
+        if progress:
+            progress.advance()
+    if progress:
+        progress.done()
 
 
 PASS = PassSpec(
     kind="quantize",
     config=QuantizeConfig,
     apply=apply,
-    summary="weight-only INT8 (per channel) or INT4 (group-wise) quantization",
+    summary="weight-only INT8 (per channel) or INT4 (group-wise) quantization: rtn, mse, hqq, gptq, awq",
     stream=ENCODER,
+    deferred=True,
 )
