@@ -107,7 +107,7 @@ class Sweep:
             rows.append(
                 {
                     "setting": c.name,
-                    "size_mb": _mb(r.size.get("bytes")),
+                    "size_mb": _megabytes(r.size.get("bytes")),
                     "size_ratio": r.size.get("ratio"),
                     "bits_per_weight": r.size.get("bits_per_weight"),
                     "metric": f"{acc.task}: {acc.metric}" if acc.status == "ok" else None,
@@ -137,18 +137,19 @@ class Sweep:
     def _repr_html_(self) -> str:
         rows = self.table()
         base = self.candidates[0].report
+        timed = any(row["speedup"] is not None for row in rows)
         head = ["setting", "size", "size ratio", "bits/weight", "retention", "speedup", "Pareto front"]
         lines = [
             "<tr><td><i>baseline</i></td>"
-            f"<td>{_mb(base.size.get('baseline_bytes'))} MB</td><td>1.000</td>"
+            f"<td>{_fmt(_megabytes(base.size.get('baseline_bytes')), 1)} MB</td><td>1.000</td>"
             f"<td>{_fmt(base.size.get('baseline_bits_per_weight'), 2)}</td><td>1.0000</td>"
-            "<td>1.00</td><td></td></tr>"
+            f"<td>{'1.00' if timed else ''}</td><td></td></tr>"
         ]
         for row in rows:
             fronts = [axis for axis, key in (("size", "front_size"), ("speed", "front_speed")) if row[key]]
             cells = [
                 html.escape(row["setting"]),
-                f"{row['size_mb']} MB",
+                f"{_fmt(row['size_mb'], 1)} MB",
                 _fmt(row["size_ratio"], 3),
                 _fmt(row["bits_per_weight"], 2),
                 _fmt(row["retention"], 4),
@@ -432,8 +433,8 @@ def _slug(name: str) -> str:
     return "-".join("".join(ch if ch.isalnum() else " " for ch in name.lower()).split()) or "recipe"
 
 
-def _mb(n: int | None) -> str:
-    return "" if n is None else f"{n / 1e6:.1f}"
+def _megabytes(n: int | None) -> float | None:
+    return None if n is None else n / 1e6
 
 
 def _fmt(x: float | None, digits: int) -> str:

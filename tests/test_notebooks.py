@@ -55,7 +55,7 @@ def test_notebook_runs_top_to_bottom(name, tmp_path):
         assert "compress report:" in html and "retention" in html
         assert (tmp_path / "out" / "minilm-int8" / "model.safetensors").is_file()
     elif name == "tradeoffs":
-        assert "sweep of 5 settings" in html and "quantize int4 g32" in html
+        assert "sweep of 4 settings" in html and "quantize int4 g32" in html
         assert (tmp_path / "out" / "tradeoffs-pareto.png").read_bytes().startswith(b"\x89PNG")
         assert any("image/png" in out.get("data", {}) for c in notebook.cells for out in c.get("outputs", []))
         assert {"model.safetensors", "report.json", "recipe.yaml"} <= {
