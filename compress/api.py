@@ -15,6 +15,8 @@ def quantize(
     group_size: int = 128,
     symmetric: bool = True,
     method: str = "rtn",
+    activations: str = "none",
+    weight_bits: int | None = None,
     embeddings: bool = False,
     include: tuple[str, ...] = ("*",),
     exclude: tuple[str, ...] = (),
@@ -48,6 +50,8 @@ def quantize(
             "group_size": group_size,
             "symmetric": symmetric,
             "method": method,
+            "activations": activations,
+            "weight_bits": weight_bits,
             "targets": {
                 "types": ["linear", "embedding"] if embeddings else ["linear"],
                 "include": list(include),

@@ -84,7 +84,10 @@ class SafetensorsFile:
         size = self.path.stat().st_size
         with self.path.open("rb") as f:
             head = f.read(8)
-            if _looks_like_pickle(head) or self.path.suffix in _PICKLE_SUFFIXES:
+            # A header length such as 0x0480 also starts with 0x80 0x04; safetensors' JSON follows with '{'.
+            json_follows = f.read(1) == b"{"
+            f.seek(8)
+            if (_looks_like_pickle(head) and not json_follows) or self.path.suffix in _PICKLE_SUFFIXES:
                 raise BadInput(
                     f"{self.path}: is a PyTorch pickle checkpoint; compress reads .safetensors only and "
                     "does not unpickle files (convert it with safetensors.torch.save_file after loading it "

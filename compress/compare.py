@@ -159,7 +159,7 @@ class Comparison:
         """Write the Pareto plot (PNG, SVG or PDF by the file's suffix)."""
         from compress.plots import check_format, save_figure
 
-        check_format(Path(path))
+        check_format(Path(path))  # before drawing: a bad suffix fails at once
         return save_figure(self.figure(), Path(path))
 
     def figure(self):
@@ -173,7 +173,8 @@ class Comparison:
             device, runtime = self.latency_key
             label = f"latency speedup, {device}/{runtime} (baseline p50 / candidate p50, higher is better)"
             panels.append(("latency", label, self.points("latency")))
-        title = f"{self.reports[0].baseline.get('name')}: retention of {metric} against size and speed"
+        against = "size and speed" if len(panels) > 1 else "size (no latency measured)"
+        title = f"{self.reports[0].baseline.get('name')}: retention of {metric} against {against}"
         return pareto_figure(panels, f"retention of {metric} (candidate / baseline)", title)
 
 

@@ -104,6 +104,7 @@ def load(source: Any, *, module: Any | None = None, progress=None) -> Model:
     import torch
 
     from compress.progress import resolve as resolve_progress
+    from compress.qmodules import set_activations
 
     progress = resolve_progress(progress)
 
@@ -117,6 +118,8 @@ def load(source: Any, *, module: Any | None = None, progress=None) -> Model:
     resized = info.resized if info else {}
     if module is not None:
         loaded, notes = load_into(module, decode(file.read_all(), info), str(weights), resized=resized)
+        if info is not None:
+            set_activations(loaded, info.recipe)
         return Model(module=loaded, family="module", checkpoint=weights, compression=info, notes=notes)
     config = load_config(weights.parent)
     if config is None:
@@ -125,6 +128,8 @@ def load(source: Any, *, module: Any | None = None, progress=None) -> Model:
         progress.start(f"loading {weights.parent.name}", total=None)
     tensors = decode(file.read_all(), info)
     module, notes = build_module(config, tensors, str(weights), resized=resized)
+    if info is not None:
+        set_activations(module, info.recipe)
     model = Model(
         module=module,
         family=family_of(config),

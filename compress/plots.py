@@ -9,6 +9,12 @@ from compress.errors import BadInput
 FORMATS = ("png", "svg", "pdf")
 
 
+def pareto_plot(path: Path, panels: list[tuple[str, str, list[dict]]], ylabel: str, title: str) -> Path:
+    """Write the Pareto chart (see pareto_figure) as PNG, SVG or PDF by the file's suffix."""
+    check_format(path)
+    return save_figure(pareto_figure(panels, ylabel, title), path)
+
+
 def pareto_figure(panels: list[tuple[str, str, list[dict]]], ylabel: str, title: str):
     """The Pareto chart, one panel per (axis, x label, points), the front joined by a dashed line,
     as a matplotlib Figure drawn with Agg. pyplot is not used, so a notebook's
@@ -140,8 +146,10 @@ def _label(ax, points: list[dict]) -> None:
             box = (left, py + dy * scale, left + width, py + dy * scale + height)
             if fits(box):
                 break
-        else:
+        else:  # nowhere clear: beside the marker, and remember that box (not the last one tried)
             dx, dy = _OFFSETS[0]
+            left = px + dx * scale
+            box = (left, py + dy * scale, left + width, py + dy * scale + height)
         placed.append(box)
         ax.annotate(
             p["name"],

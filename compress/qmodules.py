@@ -50,7 +50,16 @@ class _QuantizedWeight(nn.Module):
         return self.qweight.dequantize(dtype)
 
 
+def per_token_fake_quant(x: torch.Tensor) -> torch.Tensor:
+    """Round each row of `x` to 8-bit symmetric codes of its own scale max|row| / 127, as the ONNX
+    export's integer kernels do at run time (same float operations, round half to even)."""
+    scale = x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-30) * torch.tensor(1 / 127, dtype=x.dtype)
+    return torch.round(x / scale).clamp(-128, 127) * scale
+
+
 class QuantLinear(_QuantizedWeight):
+    activations = "none"  # "dynamic": inputs are quantized per token, as the integer ONNX graph does
+
     def __init__(self, qt: QuantizedTensor, bias: torch.Tensor | None):
         super().__init__()
         self.out_features, self.in_features = qt.shape
@@ -58,6 +67,8 @@ class QuantLinear(_QuantizedWeight):
         self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False) if bias is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activations == "dynamic":
+            x = per_token_fake_quant(x)
         return F.linear(x, self.dequantized_weight(x.dtype), self.bias)
 
     def extra_repr(self) -> str:
@@ -127,6 +138,16 @@ class QuantConv(_QuantizedWeight):
             self.dilation,
             self.groups,
         )
+
+
+def set_activations(module: nn.Module, recipe: list[dict]) -> None:
+    """Make the Linear layers quantize their inputs as the recipe's quantize pass says, so torch
+    computes what the exported integer graph computes."""
+    modes = [p.get("activations", "none") for p in recipe if p.get("kind") == "quantize"]
+    if modes and modes[-1] != "none":
+        for sub in module.modules():
+            if isinstance(sub, QuantLinear):
+                sub.activations = modes[-1]
 
 
 def quantized_module(original: nn.Module, qt: QuantizedTensor) -> nn.Module:

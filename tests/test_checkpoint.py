@@ -112,3 +112,16 @@ def test_atomic_output_dir_keeps_existing_folder_and_replaces_files(tmp_path):
         (stage / "model.safetensors").write_text("new")
     assert (out / "keep.txt").read_text() == "mine"
     assert (out / "model.safetensors").read_text() == "new"
+
+
+def test_a_header_length_that_starts_like_a_pickle_is_still_safetensors(tmp_path):
+    import json
+    import struct
+
+    from compress.checkpoint import SafetensorsFile
+
+    raw = json.dumps({"t": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    raw += b" " * (0x480 - len(raw))  # the length's bytes are 80 04: a pickle's protocol-4 opening
+    path = tmp_path / "a.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0\0\0\0")
+    assert list(SafetensorsFile(path).tensors) == ["t"]

@@ -212,3 +212,35 @@ def test_eval_bad_input_is_one_sentence_and_exit_2(tiny_bert, tiny_llama, tmp_pa
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not md.exists() and file_digest(tiny_bert) == before
+
+
+def test_plot_labels_stay_inside_the_axes_and_apart():
+    """Points crowded near one corner (as INT4 variants are on the size axis): every name is drawn
+    inside its panel and no two names overlap."""
+    from matplotlib.text import Text
+
+    from compress.plots import pareto_figure
+
+    names = [
+        "evaluator-int4-g128",
+        "evaluator-int4-g32",
+        "evaluator-int4-g32-asym",
+        "evaluator-int8",
+        "baseline",
+    ]
+    xs = [0.130, 0.142, 0.146, 0.254, 1.0]
+    points = [
+        {"name": n, "x": x, "retention": 1.0, "front": i < 2}
+        for i, (n, x) in enumerate(zip(names, xs, strict=True))
+    ]
+    figure = pareto_figure([("size", "size ratio", points)] * 2, "retention", "title")
+    figure.canvas.draw()  # at the figure's own dpi, as the labels were placed
+    renderer = figure.canvas.get_renderer()
+    for ax in figure.axes:
+        frame = ax.get_window_extent(renderer)
+        boxes = [Text.get_window_extent(t, renderer) for t in ax.texts if t.get_text() in names]  # no arrow
+        assert len(boxes) == len(names)
+        assert all(
+            frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1 for b in boxes
+        )
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])

@@ -43,6 +43,13 @@ def test_builtin_spam_data_is_balanced_and_split():
     assert sum(d.test_labels) == 500
 
 
+def test_a_limit_keeps_both_labels_in_proportion():
+    """The built-in file lists ham before spam: a limit must not keep only the first rows."""
+    d = load_labelled("spam", limit=200)
+    assert len(d.train_texts) == len(d.test_texts) == 200
+    assert 90 <= sum(d.train_labels) <= 110 and 90 <= sum(d.test_labels) <= 110  # about half spam
+
+
 def test_user_data_files_and_their_errors(tmp_path):
     good = tmp_path / "d.jsonl"
     good.write_text("\n".join(json.dumps({"text": f"t{i}", "label": "ab"[i % 2]}) for i in range(20)))

@@ -66,6 +66,25 @@ from compress.cli.common import (
     help="Mixed precision: layers whose name matches stay at INT8 in an INT4 run (repeatable).",
 )
 @click.option(
+    "--activations",
+    type=click.Choice(["none", "dynamic"]),
+    default="none",
+    show_default=True,
+    help="int8: also quantize activations per token at run time (in the ONNX export's integer kernels).",
+)
+@click.option(
+    "--weight-bits",
+    type=click.Choice(["8", "7"]),
+    help="int8 code range (default: 7 with dynamic activations, so ONNX Runtime's AVX2 kernel cannot "
+    "saturate; else 8).",
+)
+@click.option(
+    "--export",
+    "export_format",
+    type=click.Choice(["onnx"]),
+    help="Also write model.onnx with integer kernels (INT8: MatMulIntegerToFloat, INT4: MatMulNBits).",
+)
+@click.option(
     "--embeddings", is_flag=True, help="Quantize embedding tables too (Linear layers only by default)."
 )
 @click.option("--include", multiple=True, metavar="GLOB", help="Only layers whose name matches (repeatable).")
@@ -95,6 +114,9 @@ def quantize(
     act_order: bool | None,
     clip: bool | None,
     keep_int8: tuple[str, ...],
+    activations: str,
+    weight_bits: str | None,
+    export_format: str | None,
     embeddings: bool,
     include: tuple[str, ...],
     exclude: tuple[str, ...],
@@ -112,6 +134,7 @@ def quantize(
     compress quantize gemma/ --scheme int4 --method gptq --calib wiki.txt --calib-samples 64
     compress quantize gemma/ --scheme int4 --method awq --keep-int8 'model.layers.0.*'
     compress quantize model.safetensors --scheme int4 --method hqq    # no data needed
+    compress quantize model.safetensors --activations dynamic --export onnx -o out/   # faster on CPU
     """
     from compress.passes.quantize import QuantizeConfig
     from compress.pipeline import compress_checkpoint, default_output_dir
@@ -137,6 +160,8 @@ def quantize(
             "group_size": group_size,
             "symmetric": not asymmetric,
             "method": method,
+            "activations": activations,
+            "weight_bits": int(weight_bits) if weight_bits else None,
             "targets": {
                 "types": ["linear", "embedding"] if embeddings else ["linear"],
                 "include": list(include) or ["*"],
@@ -151,10 +176,40 @@ def quantize(
     if not no_eval:
         open_history(eval_opts, check=True)
     progress = make_progress(quiet)
-    artifact = compress_checkpoint(source, cfg, out, progress=progress)
+    if export_format:
+        artifact = compress_and_export(source, cfg, out, progress)
+    else:
+        artifact = compress_checkpoint(source, cfg, out, progress=progress)
     if not quiet:
         stderr.print(f"wrote [bold]{artifact.path}[/] ({cfg.describe()}, {len(artifact.changes)} weights)")
+        if export_format:
+            stderr.print(f"wrote [bold]{artifact.path.parent / 'model.onnx'}[/] (integer kernels)")
     if no_eval:
         return
     report = evaluate_from_options(artifact.path, source, eval_opts, progress)
     emit_report(report, json_path, quiet, eval_opts["markdown_path"])
+
+
+def compress_and_export(source: str, cfg, out: str, progress):
+    """The checkpoint and its integer ONNX graph, written together: a failed export leaves neither."""
+    from pathlib import Path
+
+    from compress.checkpoint import atomic_output_dir
+    from compress.errors import BadInput
+    from compress.onnx.integer import export_quantized_folder
+    from compress.pipeline import compress_checkpoint
+
+    if cfg.scheme == "int8" and cfg.activations == "none":
+        raise BadInput(
+            "--export onnx with int8 needs --activations dynamic: weight-only INT8 has no ONNX Runtime "
+            "kernel faster than float."
+        )
+    with atomic_output_dir(Path(out)) as stage:
+        artifact = compress_checkpoint(source, cfg, stage, progress=progress)
+        if progress:
+            progress.start("exporting to ONNX with integer kernels", total=None)
+        export_quantized_folder(stage, cfg.activations)
+        if progress:
+            progress.done()
+    artifact.path = Path(out) / artifact.path.name
+    return artifact

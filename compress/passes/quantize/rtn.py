@@ -18,15 +18,17 @@ def as_matrix(w: torch.Tensor) -> torch.Tensor:
     return w.reshape(w.shape[0], math.prod(w.shape[1:])).to(torch.float32)
 
 
-def int8_scale(w2d: torch.Tensor) -> torch.Tensor:
-    """Per-row symmetric scale so the largest magnitude maps to 127."""
-    return (w2d.abs().amax(dim=1) / 127.0).clamp(min=torch.finfo(torch.float32).tiny)
+def int8_scale(w2d: torch.Tensor, qmax: int = 127) -> torch.Tensor:
+    """Per-row symmetric scale so the largest magnitude maps to `qmax`."""
+    return (w2d.abs().amax(dim=1) / qmax).clamp(min=torch.finfo(torch.float32).tiny)
 
 
-def quantize_int8(w: torch.Tensor) -> QuantizedTensor:
+def quantize_int8(w: torch.Tensor, bits: int = 8) -> QuantizedTensor:
+    """Symmetric per-row codes; bits=7 limits them to -63..63 (stored as int8 all the same)."""
+    qmax = 2 ** (bits - 1) - 1
     w2d = as_matrix(w)
-    scale = int8_scale(w2d)
-    q = torch.round(w2d / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    scale = int8_scale(w2d, qmax)
+    q = torch.round(w2d / scale[:, None]).clamp_(-qmax, qmax).to(torch.int8)
     return QuantizedTensor("int8", q, scale, None, tuple(w.shape), w.dtype)
 
 

@@ -1,0 +1,298 @@
+"""ONNX graphs with integer kernels for a quantized model, holding exactly its stored codes.
+
+The model is exported once as float (each quantized Linear replaced by a float Linear holding its
+dequantized weight); then every MatMul/Gemm whose weight is one of those dequantized matrices (found
+by value) is rewritten to run on the stored integers:
+
+- INT8 with dynamic activations: per-token symmetric scales s = max|x_row| / 127 computed at run
+  time; codes round(x / s) + 128 as uint8 (one zero point for every row, so ONNX Runtime's fast
+  u8 x s8 kernel applies), MatMulIntegerToFloat with the int8 weight and its per-column scales,
+  then one Mul by s. Layers reading the same tensor (Q, K, V) share one quantization of it.
+- INT4 (weight-only): com.microsoft MatMulNBits with the packed codes, scales and zero points as
+  stored (the stored form is MatMulNBits' layout).
+
+A quantized layer the rewrite cannot express (an embedding, a convolution, a weight the exporter
+folded into another operator) raises Unsupported naming the operator: no silent float fallback.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compress.errors import Unsupported
+
+ACTIVATIONS = ("none", "dynamic")
+MS_DOMAIN = "com.microsoft"
+ACT_ZERO = 128  # uint8 zero point of the symmetric per-token activation codes
+
+
+@dataclass
+class _Target:
+    name: str  # the layer's weight name in the checkpoint
+    qt: Any  # QuantizedTensor
+    transposed: bool  # the graph holds W^T (MatMul) rather than W (Gemm with transB)
+
+
+def float_twin(module) -> tuple[Any, dict[bytes, _Target]]:
+    """A float32 copy of `module` with dequantized Linear weights, and those weights keyed by value."""
+    import torch
+    from torch import nn
+
+    from compress.model import replace_module
+    from compress.qmodules import QuantLinear, _QuantizedWeight
+
+    twin = copy.deepcopy(module).float().eval()
+    keys: dict[bytes, _Target] = {}
+    for name, sub in list(twin.named_modules()):
+        if not isinstance(sub, _QuantizedWeight):
+            continue
+        if not isinstance(sub, QuantLinear):
+            op = "Gather" if "Embedding" in type(sub).__name__ else "Conv"
+            raise Unsupported(
+                f"ONNX integer export: layer '{name}' is a quantized {type(sub).__name__} (ONNX operator "
+                f"{op}); only Linear layers (MatMul/Gemm) have integer kernels here. Quantize without "
+                "--embeddings or exclude that layer."
+            )
+        qt = sub.qweight
+        weight = qt.dequantize(torch.float32)
+        linear = nn.Linear(sub.in_features, sub.out_features, bias=sub.bias is not None)
+        with torch.no_grad():
+            linear.weight.copy_(weight)
+            if sub.bias is not None:
+                linear.bias.copy_(sub.bias.float())
+        replace_module(twin, name, linear)
+        keys[weight.t().contiguous().numpy().tobytes()] = _Target(f"{name}.weight", qt, True)
+        keys.setdefault(weight.contiguous().numpy().tobytes(), _Target(f"{name}.weight", qt, False))
+    if not keys:
+        raise Unsupported("ONNX integer export: the model has no quantized Linear layer.")
+    return twin, keys
+
+
+class _Rewriter:
+    """Builds the integer replacement nodes for one graph."""
+
+    def __init__(self, graph, activations: str):
+        self.graph = graph
+        self.activations = activations
+        self.nodes: list = []
+        self.inits: list = []
+        self.quantized_inputs: dict[str, tuple[str, str]] = {}
+        self.count = 0
+
+    def fresh(self, stem: str) -> str:
+        self.count += 1
+        return f"cz_{stem}_{self.count}"
+
+    def const(self, stem: str, array) -> str:
+        from onnx import numpy_helper
+
+        name = self.fresh(stem)
+        self.inits.append(numpy_helper.from_array(array, name))
+        return name
+
+    def node(self, op: str, inputs: list[str], domain: str = "", **attrs) -> str:
+        from onnx import helper
+
+        out = self.fresh(op.lower())
+        self.nodes.append(helper.make_node(op, inputs, [out], name=out, domain=domain, **attrs))
+        return out
+
+    def per_token_codes(self, x: str) -> tuple[str, str]:
+        """uint8 codes and per-row scales of tensor `x`, built once per tensor."""
+        import numpy as np
+
+        if x not in self.quantized_inputs:
+            axes = self.const("axes", np.array([-1], dtype=np.int64))
+            amax = self.node("ReduceMax", [self.node("Abs", [x]), axes], keepdims=1)
+            amax = self.node("Max", [amax, self.const("tiny", np.array(1e-30, dtype=np.float32))])
+            scale = self.node("Mul", [amax, self.const("inv127", np.array(1 / 127, dtype=np.float32))])
+            scaled = self.node("Div", [x, scale])
+            one = self.const("one", np.array(1.0, dtype=np.float32))
+            zero = self.const("zp", np.array(ACT_ZERO, dtype=np.uint8))
+            codes = self.node("QuantizeLinear", [scaled, one, zero])
+            self.quantized_inputs[x] = (codes, scale)
+        return self.quantized_inputs[x]
+
+    def matmul(self, x: str, target: _Target, output: str) -> None:
+        """Nodes computing x @ W^T from the stored integers into `output`."""
+        import numpy as np
+        from onnx import helper
+
+        qt = target.qt
+        if qt.scheme == "int8":
+            if self.activations != "dynamic":
+                raise Unsupported(
+                    "ONNX integer export: INT8 needs activations='dynamic' here (weight-only INT8 has no "
+                    "faster ONNX Runtime kernel than float)."
+                )
+            codes, row_scale = self.per_token_codes(x)
+            weight = self.const("w_s8", qt.data.numpy().T.copy())  # [in, out]
+            w_scale = self.const("w_scale", qt.scale.float().numpy())
+            one = self.const("one", np.array(1.0, dtype=np.float32))
+            zero = self.const("zp", np.array(ACT_ZERO, dtype=np.uint8))
+            product = self.node("MatMulIntegerToFloat", [codes, weight, one, w_scale, zero], domain=MS_DOMAIN)
+            self.nodes.append(helper.make_node("Mul", [product, row_scale], [output], name=self.fresh("mul")))
+            return
+        rows, cols, group = qt.rows, qt.cols, qt.group_size
+        blocks = cols // group
+        packed = self.const("w_nbits", qt.data.numpy().reshape(rows, blocks, group // 2))
+        scales = self.const("w_nbits_scale", qt.scale.float().numpy().reshape(-1))
+        inputs = [x, packed, scales]
+        if qt.zero is not None:
+            inputs.append(self.const("w_nbits_zero", qt.zero.numpy().reshape(-1)))
+        self.nodes.append(
+            helper.make_node(
+                "MatMulNBits",
+                inputs,
+                [output],
+                name=self.fresh("matmulnbits"),
+                domain=MS_DOMAIN,
+                K=cols,
+                N=rows,
+                bits=4,
+                block_size=group,
+            )
+        )
+
+
+def rewrite_graph(model, keys: dict[bytes, _Target], activations: str, used: set[str]):
+    """Replace the MatMul/Gemm nodes whose weight is a quantized layer's; returns the new ModelProto.
+
+    `used`: the weight names the forward pass reaches; each must be rewritten (others, such as BERT's
+    pooler under last_hidden_state, are not in the graph at all)."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    matched: dict[str, _Target] = {}
+    for init in graph.initializer:
+        if init.data_type == 1 and len(init.dims) == 2:  # float32 matrices only
+            target = keys.get(numpy_helper.to_array(init).tobytes())
+            if target is not None:
+                matched[init.name] = target
+    rewriter = _Rewriter(graph, activations)
+    new_nodes, done = [], set()
+    for node in graph.node:
+        weight = next((i for i in node.input if i in matched), None)
+        if weight is None:
+            new_nodes.append(node)
+            continue
+        target = matched[weight]
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        plain_matmul = node.op_type == "MatMul" and list(node.input).index(weight) == 1 and target.transposed
+        plain_gemm = (
+            node.op_type == "Gemm"
+            and node.input[1] == weight
+            and attrs.get("transB", 0) == 1
+            and attrs.get("transA", 0) == 0
+            and attrs.get("alpha", 1.0) == 1.0
+            and attrs.get("beta", 1.0) == 1.0
+            and not target.transposed
+        )
+        if not (plain_matmul or plain_gemm):
+            raise Unsupported(
+                f"ONNX integer export: the weight of '{target.name}' feeds a {node.op_type} node "
+                f"('{node.name}') that has no integer form here (need MatMul(x, W^T) or Gemm(x, W, "
+                "transB=1))."
+            )
+        rewriter.nodes = []
+        if plain_gemm and len(node.input) > 2 and node.input[2]:
+            product = rewriter.fresh("product")
+            rewriter.matmul(node.input[0], target, product)
+            add = helper.make_node(
+                "Add", [product, node.input[2]], list(node.output), name=rewriter.fresh("a")
+            )
+            rewriter.nodes.append(add)
+        else:
+            rewriter.matmul(node.input[0], target, node.output[0])
+        new_nodes.extend(rewriter.nodes)
+        done.add(target.name)
+    missing = sorted(used - done)
+    if missing:
+        raise Unsupported(
+            f"ONNX integer export: quantized weight '{missing[0]}' is used by the model but no MatMul/Gemm "
+            "in the exported graph holds it (the exporter folded it into another operator)."
+        )
+    still_used = {i for n in new_nodes for i in n.input}
+    kept = [i for i in graph.initializer if i.name not in matched or i.name in still_used]
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(kept + rewriter.inits)
+    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    return model
+
+
+def layers_used(twin, sample: Any, names: set[str]) -> set[str]:
+    """Which of the Linear layers `names` (module names) the main output depends on (by autograd:
+    BERT's pooler runs in forward but last_hidden_state does not depend on it)."""
+    import torch
+
+    from compress.eval.calls import call_module, main_output
+
+    ordered = sorted(names)
+    weights = [twin.get_submodule(n).weight for n in ordered]
+    for weight in weights:
+        weight.requires_grad_(True)
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            output = main_output(call_module(twin, sample)).float()
+            grads = torch.autograd.grad(output.sum(), weights, allow_unused=True)
+    finally:
+        for weight in weights:
+            weight.requires_grad_(False)
+    return {n for n, g in zip(ordered, grads, strict=True) if g is not None}
+
+
+def export_integer_onnx(module, sample: Any, out_path: str | Path, activations: str = "dynamic"):
+    """Write an integer-kernel ONNX graph of quantized `module` (called with `sample`) to `out_path`."""
+    import onnx
+
+    from compress.checkpoint import atomic_file
+    from compress.onnx.export import ONNX_NAME, export_onnx
+
+    if activations not in ACTIVATIONS:
+        raise Unsupported(f"ONNX integer export: unknown activations '{activations}'; valid: {ACTIVATIONS}.")
+    twin, keys = float_twin(module)
+    layers = {t.name.removesuffix(".weight") for t in keys.values()}
+    used = {f"{n}.weight" for n in layers_used(twin, sample, layers)}
+    with tempfile.TemporaryDirectory(prefix="compress-int-") as tmp:
+        exported = export_onnx(twin, sample, Path(tmp) / "float")
+        model = onnx.load(str(Path(tmp) / "float" / ONNX_NAME))
+    model = rewrite_graph(model, keys, activations, used)
+    with atomic_file(Path(out_path)) as staged:
+        onnx.save_model(model, str(staged))
+        os.chmod(staged, 0o644)  # readable like the checkpoint beside it (the temporary file is 0600)
+    return exported
+
+
+def export_quantized_folder(folder: str | Path, activations: str = "none", inputs: Any = None):
+    """Write `folder/model.onnx` for the quantized checkpoint in `folder` and check it against torch.
+
+    Returns (OnnxExport, ExportCheck). The graph must agree with the torch module, which computes
+    the same arithmetic in float (per-token activation rounding included): cosine >= 0.999 on
+    samples of several shapes. (A code that rounds the other way in one layer moves the next
+    layers' inputs slightly, so bit-equality is not expected on deep models.)
+    """
+    from compress.eval.runtimes import export_samples
+    from compress.model import load
+    from compress.onnx.check import check_export
+    from compress.onnx.export import ONNX_NAME, supplied_onnx
+
+    model = load(folder)
+    if not model.runnable:
+        raise Unsupported(f"{folder}: has no config.json, so there is no model to export to ONNX.")
+    sample, checks = export_samples(inputs)(model)
+    path = Path(folder) / ONNX_NAME
+    export_integer_onnx(model.module, sample, path, activations)
+    try:
+        check = check_export(path, model.module, [sample, *checks], min_cosine=0.999)
+    except Exception:
+        path.unlink(missing_ok=True)
+        raise
+    return supplied_onnx(Path(folder)), check
