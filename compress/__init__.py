@@ -3,7 +3,12 @@
     import compress as cz
     model = cz.load("model.safetensors")
     int8 = cz.quantize(model, scheme="int8")
-    report = cz.evaluate(int8, baseline=model)
+    report = cz.evaluate(int8, baseline=model)      # a table in a notebook
+    sweep = cz.sweep(model, [cz.Quantize(scheme="int4", group_size=g) for g in (32, 64, 128)])
+    sweep.plot()                                    # Pareto chart: retention against size and speed
+    sweep.best(min_retention=0.99).save("out/")
+
+Every function here has an example in its docstring: help(cz.quantize), help(cz.sweep), ...
 
 Importing compress is cheap: torch, transformers and onnx load only when a function needs them.
 """
@@ -11,6 +16,8 @@ Importing compress is cheap: torch, transformers and onnx load only when a funct
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from compress._version import __version__
@@ -40,6 +47,8 @@ _EXPORTS = {
     "Rule": "compress.gate:Rule",
     "run_recipe": "compress.runner:run_recipe",
     "History": "compress.history:History",
+    "sweep": "compress.sweep:sweep",
+    "Sweep": "compress.sweep:Sweep",
 }
 
 __all__ = [
@@ -55,6 +64,7 @@ __all__ = [
     "Recipe",
     "Report",
     "Rule",
+    "Sweep",
     "Targets",
     "TaskOptions",
     "__version__",
@@ -68,7 +78,25 @@ __all__ = [
     "prune",
     "quantize",
     "run_recipe",
+    "sweep",
 ]
+
+
+class _Package(types.ModuleType):
+    """Keeps `compress.gate`, `compress.compare` and `compress.sweep` the functions of the API.
+
+    Importing a submodule binds it on its package, so `import compress.gate` (which compress.recipe
+    does) would otherwise turn `cz.gate` into the module. Submodules stay in sys.modules and
+    `from compress.gate import Rule` works as usual.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name, "").startswith(value.__name__ + ":"):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:
@@ -104,4 +132,5 @@ if TYPE_CHECKING:
     from compress.recipe import Recipe
     from compress.report import Report
     from compress.runner import run_recipe
+    from compress.sweep import Sweep, sweep
     from compress.targets import Targets

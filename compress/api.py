@@ -98,7 +98,9 @@ def prune(
         ...                                       cz.Quantize(scheme="int8")])        # doctest: +SKIP
     """
     from compress.model import load
+    from compress.progress import resolve
 
+    progress = resolve(progress)
     cfg = prune_config(
         pattern,
         sparsity,

@@ -17,7 +17,12 @@ from compress.model import SIDE_FILES, WEIGHTS_NAME, Model
 
 @dataclass
 class Artifact:
-    """The result of applying passes. `model` is in memory; `path` is set once saved."""
+    """The result of applying passes. `model` is in memory; `path` is set once saved.
+
+    Example:
+        >>> art = cz.quantize("model.safetensors", scheme="int4", group_size=32)   # doctest: +SKIP
+        >>> art.save("out/int4")                                                   # doctest: +SKIP
+    """
 
     model: Model | None
     recipe: list[dict]
@@ -29,8 +34,11 @@ class Artifact:
     config: Any | None = None  # a config rewritten by a pass (pruning); else the source's is copied
     resized: frozenset[str] = frozenset()  # tensors a structural pass shrank (see compress.resize)
 
-    def save(self, out_dir: str | Path) -> Path:
-        """Write `model.safetensors` (and the model's side files) into `out_dir`, atomically."""
+    def save(self, out_dir: str | Path, extra: dict[str, str] | None = None) -> Path:
+        """Write `model.safetensors` (and the model's side files) into `out_dir`, atomically.
+
+        `extra`: more text files to write beside them, by name (a report, a recipe).
+        """
         if self.model is None or self.model.module is None:
             raise BadInput("this artifact has no in-memory model to save.")
         out = Path(out_dir)
@@ -47,6 +55,8 @@ class Artifact:
         with atomic_output_dir(out) as stage:
             save_tensors(stage / WEIGHTS_NAME, tensors, info.to_metadata())
             write_side_files(stage, self.source.parent if self.source else None, self.config)
+            for name, text in (extra or {}).items():
+                (stage / name).write_text(text)
         self.path = out / WEIGHTS_NAME
         return self.path
 

@@ -157,7 +157,14 @@ class Comparison:
 
     def plot(self, path: str | Path) -> Path:
         """Write the Pareto plot (PNG, SVG or PDF by the file's suffix)."""
-        from compress.plots import pareto_plot
+        from compress.plots import check_format, save_figure
+
+        check_format(Path(path))  # before drawing: a bad suffix fails at once
+        return save_figure(self.figure(), Path(path))
+
+    def figure(self):
+        """The Pareto plot as a matplotlib Figure: retention against size, and against speed."""
+        from compress.plots import pareto_figure
 
         acc = self.reports[0].accuracy
         metric = f"{acc.task} {acc.metric}" if acc.status == "ok" else "accuracy"
@@ -168,7 +175,7 @@ class Comparison:
             panels.append(("latency", label, self.points("latency")))
         against = "size and speed" if len(panels) > 1 else "size (no latency measured)"
         title = f"{self.reports[0].baseline.get('name')}: retention of {metric} against {against}"
-        return pareto_plot(Path(path), panels, f"retention of {metric} (candidate / baseline)", title)
+        return pareto_figure(panels, f"retention of {metric} (candidate / baseline)", title)
 
 
 def compare(

@@ -161,6 +161,24 @@ class Verdict:
         lines += [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
 
+    def _repr_html_(self) -> str:
+        import html
+
+        color = {PASS: "green", FAIL: "red", SKIP: "gray"}
+        rows = "".join(
+            f"<tr><td><code>{html.escape(c.name)}</code></td><td>{fmt(c.value)}</td>"
+            f"<td>{fmt(c.previous)}</td><td style='color:{color[c.status]}'><b>{c.status}</b></td>"
+            f"<td>{html.escape(c.reason)}</td></tr>"
+            for c in self.checks
+        )
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
+        return (
+            f"<div><b>{html.escape(self.summary())}</b><table><thead><tr><th>rule</th><th>value</th>"
+            f"<th>previous</th><th>result</th><th>reason</th></tr></thead><tbody>{rows}</tbody></table>"
+            + (f"<ul>{notes}</ul>" if notes else "")
+            + "</div>"
+        )
+
     def to_junit(self, suite: str = "compress gate") -> str:
         """JUnit XML with one test case per check, so a CI system lists each rule as a test."""
         import xml.etree.ElementTree as ET

@@ -103,7 +103,10 @@ def load(source: Any, *, module: Any | None = None, progress=None) -> Model:
         return source
     import torch
 
+    from compress.progress import resolve as resolve_progress
     from compress.qmodules import set_activations
+
+    progress = resolve_progress(progress)
 
     if isinstance(source, torch.nn.Module):
         return Model(module=source.eval(), family="module")

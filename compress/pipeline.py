@@ -14,6 +14,7 @@ from compress.checkpoint import sha256_file
 from compress.errors import BadInput
 from compress.memory import release_free_memory
 from compress.model import Model, load, load_tokenizer, resolve_checkpoint
+from compress.progress import resolve as resolve_progress
 from compress.recipe import Recipe
 from compress.registry import PassContext, get_pass
 
@@ -35,6 +36,7 @@ def apply(
     samples, or `compress.calib.CalibrationData`; without it such passes use their `calib` settings.
     `keep_tokenizer=False` leaves a model read block by block without its tokenizer (for callers that
     save the result and need no text from it in this process).
+    `progress`: True for plain text progress (fine in a notebook), or a compress.progress.Progress.
 
     Example:
         >>> import compress as cz
@@ -42,6 +44,7 @@ def apply(
         >>> art.save("out/int4")                                                           # doctest: +SKIP
     """
     recipe = Recipe.of(recipe)
+    progress = resolve_progress(progress)
     given_object = not isinstance(model, str | Path)
     deferred = None
     if not given_object and _can_defer(recipe):
@@ -163,7 +166,13 @@ def compress_checkpoint(
     device: str = "cpu",
     progress=None,
 ) -> Artifact:
-    """Compress a checkpoint into `out_dir` (streamed tensor by tensor when the recipe allows)."""
+    """Compress a checkpoint into `out_dir` (streamed tensor by tensor when the recipe allows).
+
+    Example:
+        >>> import compress as cz
+        >>> int8 = cz.Quantize(scheme="int8")
+        >>> cz.compress_checkpoint("model.safetensors", int8, "out/int8")   # doctest: +SKIP
+    """
     from compress.streaming import stream_checkpoint
 
     recipe = Recipe.of(recipe)

@@ -1,4 +1,4 @@
-"""Plots with matplotlib's Agg backend (no display needed): retention against size and speed."""
+"""Plots drawn with matplotlib's Agg canvas (no display, no pyplot): retention against size and speed."""
 
 from __future__ import annotations
 
@@ -10,28 +10,45 @@ FORMATS = ("png", "svg", "pdf")
 
 
 def pareto_plot(path: Path, panels: list[tuple[str, str, list[dict]]], ylabel: str, title: str) -> Path:
-    """One panel per (axis, x label, points); the Pareto front is joined by a dashed line."""
-    import matplotlib
+    """Write the Pareto chart (see pareto_figure) as PNG, SVG or PDF by the file's suffix."""
+    check_format(path)
+    return save_figure(pareto_figure(panels, ylabel, title), path)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from compress.checkpoint import atomic_file
+def pareto_figure(panels: list[tuple[str, str, list[dict]]], ylabel: str, title: str):
+    """The Pareto chart, one panel per (axis, x label, points), the front joined by a dashed line,
+    as a matplotlib Figure drawn with Agg. pyplot is not used, so a notebook's
+    own backend and figures are left alone."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    fmt = path.suffix.lstrip(".").lower()
-    if fmt not in FORMATS:
-        raise BadInput(
-            f"{path}: a plot is written as {', '.join(FORMATS)}; give the file one of these suffixes."
-        )
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.2), squeeze=False)
+    fig = Figure(figsize=(6.5 * len(panels), 5.2))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (axis, xlabel, points) in zip(axes[0], panels, strict=True):
         _panel(ax, axis, xlabel, points)
         ax.set_ylabel(ylabel)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
+    return fig
+
+
+def check_format(path: Path) -> str:
+    fmt = path.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise BadInput(
+            f"{path}: a plot is written as {', '.join(FORMATS)}; give the file one of these suffixes."
+        )
+    return fmt
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write a figure as PNG, SVG or PDF by the file's suffix, atomically."""
+    from compress.checkpoint import atomic_file
+
+    fmt = check_format(path)
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format=fmt, dpi=130)
-    plt.close(fig)
     return path
 
 

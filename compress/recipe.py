@@ -94,6 +94,15 @@ class Evaluation(Settings):
 
 @dataclass
 class Recipe:
+    """Ordered passes with their calibration, evaluation and gate rules; a YAML file for `compress run`.
+
+    Example:
+        >>> import compress as cz
+        >>> r = cz.Recipe.load("recipes/int8-weight-only.yaml")                          # doctest: +SKIP
+        >>> r = cz.Recipe.of([cz.Prune(pattern="neurons", sparsity=0.3), cz.Quantize()])  # doctest: +SKIP
+        >>> print(r.to_yaml())                                                          # doctest: +SKIP
+    """
+
     passes: list[PassConfig] = field(default_factory=list)
     evaluation: Evaluation = field(default_factory=Evaluation)
     calibration: Calibration = field(default_factory=Calibration)

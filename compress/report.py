@@ -25,6 +25,16 @@ READABLE_SCHEMAS = ("compress.report/1", SCHEMA)
 
 @dataclass
 class Report:
+    """Baseline beside candidate: size, accuracy and retention, latency rows, notes.
+
+    Shown as a table in a notebook; `.to_markdown()`, `.to_json()`, `.metric("size.ratio")`.
+
+    Example:
+        >>> report = cz.evaluate("out/int8", baseline="model.safetensors")   # doctest: +SKIP
+        >>> report.metric("accuracy.retention"), report.metric("latency.cpu.speedup")  # doctest: +SKIP
+        >>> cz.Report.load("int8.json").to_markdown()                       # doctest: +SKIP
+    """
+
     candidate: dict
     baseline: dict
     size: dict

@@ -214,16 +214,13 @@ def test_eval_bad_input_is_one_sentence_and_exit_2(tiny_bert, tiny_llama, tmp_pa
     assert not md.exists() and file_digest(tiny_bert) == before
 
 
-def test_plot_labels_stay_inside_the_axes_and_apart(tmp_path, monkeypatch):
+def test_plot_labels_stay_inside_the_axes_and_apart():
     """Points crowded near one corner (as INT4 variants are on the size axis): every name is drawn
     inside its panel and no two names overlap."""
-    import matplotlib.pyplot as plt
     from matplotlib.text import Text
 
-    from compress.plots import pareto_plot
+    from compress.plots import pareto_figure
 
-    figures = []
-    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to measure its labels
     names = [
         "evaluator-int4-g128",
         "evaluator-int4-g32",
@@ -236,10 +233,10 @@ def test_plot_labels_stay_inside_the_axes_and_apart(tmp_path, monkeypatch):
         {"name": n, "x": x, "retention": 1.0, "front": i < 2}
         for i, (n, x) in enumerate(zip(names, xs, strict=True))
     ]
-    pareto_plot(tmp_path / "p.png", [("size", "size ratio", points)] * 2, "retention", "title")
-    figures[0].canvas.draw()  # at the figure's own dpi, as the labels were placed
-    renderer = figures[0].canvas.get_renderer()
-    for ax in figures[0].axes:
+    figure = pareto_figure([("size", "size ratio", points)] * 2, "retention", "title")
+    figure.canvas.draw()  # at the figure's own dpi, as the labels were placed
+    renderer = figure.canvas.get_renderer()
+    for ax in figure.axes:
         frame = ax.get_window_extent(renderer)
         boxes = [Text.get_window_extent(t, renderer) for t in ax.texts if t.get_text() in names]  # no arrow
         assert len(boxes) == len(names)

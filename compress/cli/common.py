@@ -73,10 +73,27 @@ class RichProgress:
 
 
 def make_progress(quiet: bool):
-    """A progress bar on an interactive stderr; nothing with -q or when stderr is a log file or pipe."""
-    from compress.progress import NoProgress
+    """A rich progress bar on an interactive terminal; plain text (no escape codes) when a command
+    runs inside a Jupyter kernel; nothing with -q or when stderr is a log file or pipe.
 
-    return RichProgress() if not quiet and stderr.is_terminal else NoProgress()
+    The terminal test is isatty(), not rich's: Jupyter sets FORCE_COLOR=1 for the commands a notebook
+    runs (`!compress ...`), and rich would then draw its bar with cursor-movement codes that a
+    notebook prints as garbage. Colours (which Jupyter renders) are left to rich.
+    """
+    from compress.progress import NoProgress, TextProgress, in_notebook
+
+    if quiet:
+        return NoProgress()
+    if in_notebook():
+        return TextProgress()
+    return RichProgress() if _isatty(sys.stderr) else NoProgress()
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no such method, or a closed stream
+        return False
 
 
 def split_list(value: str) -> tuple[str, ...]:

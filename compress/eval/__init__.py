@@ -11,8 +11,9 @@ from compress.eval.latency import LatencySettings
 from compress.eval.runtimes import OnnxGraphs, check_choices, export_samples, latency_row
 from compress.eval.size import size_section, tensor_errors
 from compress.eval.structure import annotate_latency, structure_sections
-from compress.eval.tasks import AccuracyResult, TaskOptions, pick_task
+from compress.eval.tasks import AccuracyResult, Task, TaskOptions, pick_task
 from compress.model import Model, load
+from compress.progress import resolve as resolve_progress
 
 if TYPE_CHECKING:
     from compress.report import Report
@@ -25,7 +26,7 @@ def evaluate(
     candidate: Any,
     baseline: Any,
     *,
-    task: str = "auto",
+    task: str | Task = "auto",
     data: str | None = None,
     limit: int | None = None,
     runtimes: Sequence[str] = RUNTIMES,
@@ -42,6 +43,8 @@ def evaluate(
     `runtimes`: "torch" and/or "onnxruntime" (both models exported to ONNX and checked against
     torch first); `devices`: "cpu" and/or "cuda". An absent one gives an 'unavailable' row.
     `task_options` (a TaskOptions or a dict of its fields): text length, causal-lm window and stride.
+    `task`: auto, classification, embedding, causal-lm, fidelity, or a Task from eval.tasks.pick_task.
+    `progress`: True for plain text progress (fine in a notebook), or a compress.progress.Progress.
 
     Example:
         >>> import compress as cz
@@ -52,6 +55,7 @@ def evaluate(
     from compress.report import Report  # here, not at the top: report.py imports this package
 
     check_choices(devices, runtimes)
+    progress = resolve_progress(progress)
     options = task_options if isinstance(task_options, TaskOptions) else TaskOptions.from_dict(task_options)
     cand = _as_model(candidate, progress)
     base = _as_model(baseline, progress)
@@ -62,7 +66,10 @@ def evaluate(
     settings = latency or LatencySettings()
 
     tensors = tensor_errors(cand.checkpoint, base.checkpoint) if cand.checkpoint and base.checkpoint else []
-    chosen, why = pick_task(base, task, data, inputs=inputs, limit=limit, options=options)
+    if isinstance(task, Task):  # picked once by the caller (a sweep), so it can reuse its baseline work
+        chosen, why = task, f"task '{task.name}' as given"
+    else:
+        chosen, why = pick_task(base, task, data, inputs=inputs, limit=limit, options=options)
     notes.append(why)
     if chosen is None:
         accuracy = AccuracyResult.unavailable(why)

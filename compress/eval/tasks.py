@@ -104,6 +104,7 @@ class ProbeClassification(Task):
         self.data = data or load_labelled("spam")
         self.max_length = max_length
         self.batch_size = batch_size
+        self._baseline: tuple | None = None  # (model, train, test embeddings): reused by a sweep
 
     def _embed(self, model: Model, texts: list[str], progress):
         return sentence_embeddings(
@@ -112,12 +113,14 @@ class ProbeClassification(Task):
 
     def run(self, baseline: Model, candidate: Model, progress=None) -> AccuracyResult:
         d = self.data
+        known = self._baseline is not None and self._baseline[0] is baseline
         if progress:
-            progress.start(
-                "embedding (probe fit + scoring)", total=len(d.train_texts) + 2 * len(d.test_texts)
-            )
-        train = self._embed(baseline, d.train_texts, progress)
-        base_test = self._embed(baseline, d.test_texts, progress)
+            todo = len(d.test_texts) + (0 if known else len(d.train_texts) + len(d.test_texts))
+            progress.start("embedding (probe fit + scoring)", total=todo)
+        if not known:  # the same baseline again (a sweep): its embeddings are the same, not redone
+            train = self._embed(baseline, d.train_texts, progress)
+            self._baseline = (baseline, train, self._embed(baseline, d.test_texts, progress))
+        _, train, base_test = self._baseline
         cand_test = self._embed(candidate, d.test_texts, progress)
         if progress:
             progress.done()
