@@ -144,7 +144,10 @@ def _calibration(cfg: Any, data: Any, tokenizer: Any) -> tuple[Any, Any]:
     if isinstance(data, str | Path) and hasattr(cfg, "calib"):
         cfg = cfg.replace(calib=settings.replace(source=str(data)))
     elif data is not None and hasattr(cfg, "calib"):
-        cfg = cfg.replace(calib=settings.replace(source=calibration.source, samples=len(calibration)))
+        drawn = {"source": calibration.source, "samples": len(calibration), "seed": calibration.seed}
+        if calibration.seq_len is not None:
+            drawn["seq_len"] = calibration.seq_len
+        cfg = cfg.replace(calib=settings.replace(**drawn))
     return cfg, calibration
 
 

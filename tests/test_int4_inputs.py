@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 import compress as cz
-from compress.calib import CalibrationSettings, load_calibration, resolve_calibration
+from compress.calib import CalibrationData, CalibrationSettings, load_calibration, resolve_calibration
 from compress.cli import main
 from compress.errors import BadInput
 from compress.passes.quantize import QuantizeConfig
@@ -61,6 +61,12 @@ def test_npz_with_named_arrays_gives_keyword_inputs(tiny_llama, tmp_path):
     )
     art = cz.quantize(tiny_llama, **GPTQ, data=str(tmp_path / "tokens.npz"), calib={"samples": 4})
     assert art.recipe[0]["calib"]["source"] == str(tmp_path / "tokens.npz")
+
+
+def test_samples_given_in_memory_are_recorded_as_drawn(tiny_llama):
+    ids = torch.randint(5, 60, (3, 12))
+    art = cz.quantize(tiny_llama, **GPTQ, data=CalibrationData("my samples", list(ids.split(1)), 12, 7))
+    assert art.recipe[0]["calib"] == {"source": "my samples", "samples": 3, "seq_len": 12, "seed": 7}
 
 
 def test_data_aware_methods_need_data_they_can_use():
