@@ -132,9 +132,11 @@ def _calibration(cfg: Any, data: Any, tokenizer: Any) -> tuple[Any, Any]:
     from compress.calib import CalibrationSettings, resolve_calibration
 
     if not cfg.uses_data():
-        # No statistics needed, but a pass may still trace the model with samples the user gave
-        # (structured pruning; batch-norm recalibration).
-        return cfg, None if data is None else resolve_calibration(data, CalibrationSettings(), tokenizer)
+        # No statistics needed, but a pass may still trace the model with samples given in memory
+        # (structured pruning; batch-norm recalibration). A path is only read for passes that use it.
+        if data is None or isinstance(data, str | Path):
+            return cfg, None
+        return cfg, resolve_calibration(data, CalibrationSettings(), tokenizer)
     settings = getattr(cfg, "calib", None)
     if data is None and not isinstance(settings, CalibrationSettings):
         return cfg, None  # a pass with no calibration settings of its own says what data it needs

@@ -119,6 +119,16 @@ def test_cli_gptq_with_a_text_file(tiny_llama, tmp_path):
     assert back.compression.stats["quantize.seconds"] > 0
 
 
+def test_a_text_file_goes_to_the_pass_that_uses_it_not_to_the_next(tiny_llama, tmp_path):
+    text = tmp_path / "calib.txt"
+    text.write_text(" ".join(["the report on the project is due today, please send it to the team"] * 60))
+    gptq = {"kind": "quantize", **GPTQ, "calib": {"samples": 4, "seq_len": 32}}
+    int8_embeddings = {"kind": "quantize", "scheme": "int8", "targets": {"types": ["embedding"]}}
+    art = cz.apply(str(tiny_llama), [gptq, int8_embeddings], data=str(text))
+    assert [step["scheme"] for step in art.recipe] == ["int4", "int8"]
+    assert art.recipe[0]["calib"]["source"] == str(text)
+
+
 def test_cli_bad_calibration_exits_2_and_leaves_nothing(tiny_llama, tmp_path):
     out = tmp_path / "q"
     args = ["quantize", str(tiny_llama), "-o", str(out), "--scheme", "int4", "--group-size", "16"]
