@@ -344,8 +344,8 @@ def render(rows, stable, gemma_rows, timings, seconds) -> str:
         ),
         *(
             [
-                f"Probe limited to {PROBE_LIMIT} emails per split (EVALUATOR_PROBE_LIMIT) to fit the "
-                "crowded machine.",
+                f"Probe limited to {PROBE_LIMIT} emails per split (EVALUATOR_PROBE_LIMIT), to leave time "
+                "for the timed part on a shared machine.",
                 "",
             ]
             if PROBE_LIMIT and not QUICK
@@ -355,8 +355,9 @@ def render(rows, stable, gemma_rows, timings, seconds) -> str:
         "weight-only, embeddings included. Peer: `onnxruntime.quantization.quantize_dynamic` (INT8 "
         "weights, dynamic INT8 activations, MatMulInteger) on the baseline's ONNX export, scored through "
         "the same tasks.",
-        "Accuracy: linear probe fitted on the baseline's embeddings of 1,000 SpamAssassin emails, scored on "
-        "1,000 others. Embedding: 256 held-out emails, cosine to the baseline's embedding and Spearman "
+        f"Accuracy: linear probe fitted on the baseline's embeddings of {PROBE_LIMIT or '1,000'} "
+        f"SpamAssassin emails, scored on {PROBE_LIMIT or '1,000'} others. Embedding: 256 held-out emails, "
+        "cosine to the baseline's embedding and Spearman "
         "correlation of all pairwise similarities. WordSim-353 (gensim's test data): Spearman correlation "
         "of cosine similarity with human scores (baseline in parentheses).",
         "",
