@@ -42,9 +42,42 @@ def quantize(
         >>> int4 = cz.quantize("gemma", "int4", method="gptq", data="wiki-train",
         ...                    calib={"samples": 64, "seq_len": 512})                 # doctest: +SKIP
     """
+    cfg = quantize_config(
+        scheme,
+        group_size=group_size,
+        symmetric=symmetric,
+        method=method,
+        activations=activations,
+        weight_bits=weight_bits,
+        embeddings=embeddings,
+        include=include,
+        exclude=exclude,
+        keep_int8=keep_int8,
+        calib=calib,
+        **method_settings,
+    )
+    return apply(model, cfg, data=data, progress=progress)
+
+
+def quantize_config(
+    scheme: str = "int8",
+    *,
+    group_size: int = 128,
+    symmetric: bool = True,
+    method: str = "rtn",
+    activations: str = "none",
+    weight_bits: int | None = None,
+    embeddings: bool = False,
+    include: tuple[str, ...] = ("*",),
+    exclude: tuple[str, ...] = (),
+    keep_int8: tuple[str, ...] = (),
+    calib: dict | None = None,
+    **method_settings: Any,
+):
+    """The quantize pass's settings from the keyword arguments of `quantize` (and `compress quantize`)."""
     from compress.passes.quantize import QuantizeConfig
 
-    cfg = QuantizeConfig.from_dict(
+    return QuantizeConfig.from_dict(
         {
             "scheme": scheme,
             "group_size": group_size,
@@ -62,7 +95,6 @@ def quantize(
             **method_settings,
         }
     )
-    return apply(model, cfg, data=data, progress=progress)
 
 
 def prune(

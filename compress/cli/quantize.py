@@ -136,7 +136,7 @@ def quantize(
     compress quantize model.safetensors --scheme int4 --method hqq    # no data needed
     compress quantize model.safetensors --activations dynamic --export onnx -o out/   # faster on CPU
     """
-    from compress.passes.quantize import QuantizeConfig
+    from compress.api import quantize_config
     from compress.pipeline import compress_checkpoint, default_output_dir
 
     calibration = {
@@ -154,23 +154,19 @@ def quantize(
         for key, value in {"damp": damp, "act_order": act_order, "clip": clip}.items()
         if value is not None
     }
-    cfg = QuantizeConfig.from_dict(
-        {
-            "scheme": scheme,
-            "group_size": group_size,
-            "symmetric": not asymmetric,
-            "method": method,
-            "activations": activations,
-            "weight_bits": int(weight_bits) if weight_bits else None,
-            "targets": {
-                "types": ["linear", "embedding"] if embeddings else ["linear"],
-                "include": list(include) or ["*"],
-                "exclude": list(exclude),
-            },
-            "keep_int8": list(keep_int8),
-            **({"calib": calibration} if calibration else {}),
-            **method_settings,
-        }
+    cfg = quantize_config(
+        scheme,
+        group_size=group_size,
+        symmetric=not asymmetric,
+        method=method,
+        activations=activations,
+        weight_bits=int(weight_bits) if weight_bits else None,
+        embeddings=embeddings,
+        include=include or ("*",),
+        exclude=exclude,
+        keep_int8=keep_int8,
+        calib=calibration,
+        **method_settings,
     )
     out = output or str(default_output_dir(source, scheme if method == "rtn" else f"{scheme}-{method}"))
     if not no_eval:
