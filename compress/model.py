@@ -214,7 +214,7 @@ def load_into(module, tensors: dict, where: str, config=None, resized: dict | No
     architecture builds them: they are shrunk to the stored shapes first.
     """
     from compress.formats.quantized import QuantizedTensor
-    from compress.qmodules import _QuantizedWeight, quantized_module
+    from compress.qmodules import ACTIVATION_PARTS, QuantLinear, _QuantizedWeight, quantized_module
     from compress.resize import resize_to
 
     module.eval()
@@ -225,6 +225,7 @@ def load_into(module, tensors: dict, where: str, config=None, resized: dict | No
         resize_to(module, {names.get(n, n): shape for n, shape in resized.items()}, where)
     notes: list[str] = []
     plain = {}
+    activation_parts: dict[str, Any] = {}
     loaded: set[str] = set()
     for stored, value in tensors.items():
         name = names[stored]
@@ -240,8 +241,19 @@ def load_into(module, tensors: dict, where: str, config=None, resized: dict | No
             loaded.add(name)
         elif name in expected:
             plain[name] = value
+        elif name.rpartition(".")[2] in ACTIVATION_PARTS:
+            activation_parts[name] = value
         else:
             notes.append(f"ignored tensor '{stored}' (not used by {label})")
+    for name, value in activation_parts.items():  # after every quantized layer is in place
+        owner_name, _, part = name.rpartition(".")
+        try:
+            owner = module.get_submodule(owner_name)
+        except AttributeError:
+            owner = None
+        if not isinstance(owner, QuantLinear):
+            raise BadInput(f"{where}: activation tensor '{name}' belongs to no quantized Linear layer.")
+        owner.set_activation_parts(**{part: value})
     buffers = {n for n, _ in module.named_buffers()}
     try:
         result = module.load_state_dict(plain, strict=False)

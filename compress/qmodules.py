@@ -57,18 +57,47 @@ def per_token_fake_quant(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x / scale).clamp(-128, 127) * scale
 
 
+def static_fake_quant(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    """Round `x` to uint8 codes of one calibrated scale and zero point, as the ONNX export's
+    QuantizeLinear does (round half to even, saturate to 0..255)."""
+    codes = torch.clamp(torch.round(x / scale.to(x.dtype)) + zero.to(x.dtype), 0, 255)
+    return (codes - zero.to(x.dtype)) * scale.to(x.dtype)
+
+
+# Activation tensors a QuantLinear may carry besides its weight (all stored as plain float tensors):
+# input_smooth: SmoothQuant's per-input-channel factor 1/s, multiplied into the input before it is
+#   quantized (the stored weight holds W * s, so the product is unchanged);
+# input_scale, input_zero: the calibrated per-tensor range of static activations (zero in 0..255).
+ACTIVATION_PARTS = ("input_smooth", "input_scale", "input_zero")
+
+
 class QuantLinear(_QuantizedWeight):
-    activations = "none"  # "dynamic": inputs are quantized per token, as the integer ONNX graph does
+    # "dynamic": inputs are quantized per token at run time; "static": with the calibrated
+    # input_scale/input_zero. Either way torch rounds exactly as the integer ONNX graph does.
+    activations = "none"
 
     def __init__(self, qt: QuantizedTensor, bias: torch.Tensor | None):
         super().__init__()
         self.out_features, self.in_features = qt.shape
         self._set_qweight(qt)
         self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False) if bias is not None else None
+        for part in ACTIVATION_PARTS:
+            self.register_buffer(part, None)  # None buffers are left out of the state_dict
+
+    def set_activation_parts(self, **parts: torch.Tensor) -> None:
+        """Register SmoothQuant factors and/or a static range (see ACTIVATION_PARTS) as buffers."""
+        for part, value in parts.items():
+            if part not in ACTIVATION_PARTS:
+                raise KeyError(part)
+            self.register_buffer(part, value.detach().float().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_smooth is not None:
+            x = x * self.input_smooth.to(x.dtype)
         if self.activations == "dynamic":
             x = per_token_fake_quant(x)
+        elif self.activations == "static":
+            x = static_fake_quant(x, self.input_scale, self.input_zero)
         return F.linear(x, self.dequantized_weight(x.dtype), self.bias)
 
     def extra_repr(self) -> str:
@@ -146,7 +175,7 @@ def set_activations(module: nn.Module, recipe: list[dict]) -> None:
     modes = [p.get("activations", "none") for p in recipe if p.get("kind") == "quantize"]
     if modes and modes[-1] != "none":
         for sub in module.modules():
-            if isinstance(sub, QuantLinear):
+            if isinstance(sub, QuantLinear) and (modes[-1] != "static" or sub.input_scale is not None):
                 sub.activations = modes[-1]
 
 

@@ -67,10 +67,25 @@ from compress.cli.common import (
 )
 @click.option(
     "--activations",
-    type=click.Choice(["none", "dynamic"]),
+    type=click.Choice(["none", "dynamic", "static"]),
     default="none",
     show_default=True,
-    help="int8: also quantize activations per token at run time (in the ONNX export's integer kernels).",
+    help="int8: also quantize activations, per token at run time (dynamic) or with ranges calibrated "
+    "on --calib data (static), in the ONNX export's integer kernels.",
+)
+@click.option(
+    "--smooth",
+    type=float,
+    metavar="ALPHA",
+    help="int8 with activations: SmoothQuant strength (0-1; 0: off), calibrated on --calib data "
+    "[default: 0.5 with static activations, off with dynamic].",
+)
+@click.option(
+    "--onnx-format",
+    type=click.Choice(["qoperator", "qdq"]),
+    default="qoperator",
+    show_default=True,
+    help="Static INT8 in the ONNX export: integer operators, or QuantizeLinear/DequantizeLinear pairs.",
 )
 @click.option(
     "--weight-bits",
@@ -115,6 +130,8 @@ def quantize(
     clip: bool | None,
     keep_int8: tuple[str, ...],
     activations: str,
+    smooth: float | None,
+    onnx_format: str,
     weight_bits: str | None,
     export_format: str | None,
     embeddings: bool,
@@ -135,6 +152,7 @@ def quantize(
     compress quantize gemma/ --scheme int4 --method awq --keep-int8 'model.layers.0.*'
     compress quantize model.safetensors --scheme int4 --method hqq    # no data needed
     compress quantize model.safetensors --activations dynamic --export onnx -o out/   # faster on CPU
+    compress quantize model.safetensors --activations static --calib calib.txt --export onnx -o out/
     """
     from compress.api import quantize_config
     from compress.pipeline import compress_checkpoint, default_output_dir
@@ -151,7 +169,7 @@ def quantize(
     }
     method_settings = {
         key: value
-        for key, value in {"damp": damp, "act_order": act_order, "clip": clip}.items()
+        for key, value in {"damp": damp, "act_order": act_order, "clip": clip, "smooth": smooth}.items()
         if value is not None
     }
     cfg = quantize_config(
@@ -173,7 +191,7 @@ def quantize(
         open_history(eval_opts, check=True)
     progress = make_progress(quiet)
     if export_format:
-        artifact = compress_and_export(source, cfg, out, progress)
+        artifact = compress_and_export(source, cfg, out, progress, onnx_format)
     else:
         artifact = compress_checkpoint(source, cfg, out, progress=progress)
     if not quiet:
@@ -186,7 +204,7 @@ def quantize(
     emit_report(report, json_path, quiet, eval_opts["markdown_path"])
 
 
-def compress_and_export(source: str, cfg, out: str, progress):
+def compress_and_export(source: str, cfg, out: str, progress, form: str = "qoperator"):
     """The checkpoint and its integer ONNX graph, written together: a failed export leaves neither."""
     from pathlib import Path
 
@@ -197,14 +215,14 @@ def compress_and_export(source: str, cfg, out: str, progress):
 
     if cfg.scheme == "int8" and cfg.activations == "none":
         raise BadInput(
-            "--export onnx with int8 needs --activations dynamic: weight-only INT8 has no ONNX Runtime "
-            "kernel faster than float."
+            "--export onnx with int8 needs --activations dynamic or static: weight-only INT8 has no "
+            "ONNX Runtime kernel faster than float."
         )
     with atomic_output_dir(Path(out)) as stage:
         artifact = compress_checkpoint(source, cfg, stage, progress=progress)
         if progress:
             progress.start("exporting to ONNX with integer kernels", total=None)
-        export_quantized_folder(stage, cfg.activations)
+        export_quantized_folder(stage, cfg.activations, form=form)
         if progress:
             progress.done()
     artifact.path = Path(out) / artifact.path.name

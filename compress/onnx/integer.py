@@ -6,8 +6,13 @@ by value) is rewritten to run on the stored integers:
 
 - INT8 with dynamic activations: per-token symmetric scales s = max|x_row| / 127 computed at run
   time; codes round(x / s) + 128 as uint8 (one zero point for every row, so ONNX Runtime's fast
-  u8 x s8 kernel applies), MatMulIntegerToFloat with the int8 weight and its per-column scales,
-  then one Mul by s. Layers reading the same tensor (Q, K, V) share one quantization of it.
+  u8 x s8 kernel applies), MatMulIntegerToFloat with the int8 weight, its per-column scales and
+  the row scales s. Layers reading the same tensor (Q, K, V) share one quantization of it.
+- INT8 with static activations: one QuantizeLinear per layer input with its calibrated scale and
+  zero point, then MatMulIntegerToFloat ("qoperator", the default: measured faster on ONNX
+  Runtime's CPU provider, see benchmarks/results/peers.md) or DequantizeLinear + MatMul on
+  DequantizeLinear'd weights ("qdq", which ONNX Runtime fuses back into integer kernels).
+- SmoothQuant factors (a layer's input_smooth): one Mul before the quantization of each input.
 - INT4 (weight-only): com.microsoft MatMulNBits with the packed codes, scales and zero points as
   stored (the stored form is MatMulNBits' layout).
 
@@ -26,7 +31,8 @@ from typing import Any
 
 from compress.errors import Unsupported
 
-ACTIVATIONS = ("none", "dynamic")
+ACTIVATIONS = ("none", "dynamic", "static")
+FORMS = ("qoperator", "qdq")
 MS_DOMAIN = "com.microsoft"
 ACT_ZERO = 128  # uint8 zero point of the symmetric per-token activation codes
 
@@ -36,6 +42,9 @@ class _Target:
     name: str  # the layer's weight name in the checkpoint
     qt: Any  # QuantizedTensor
     transposed: bool  # the graph holds W^T (MatMul) rather than W (Gemm with transB)
+    smooth: Any = None  # numpy [in]: the input's SmoothQuant factors, or None
+    input_scale: float | None = None  # static activations: the calibrated uint8 scale ...
+    input_zero: int | None = None  # ... and zero point
 
 
 def float_twin(module) -> tuple[Any, dict[bytes, _Target]]:
@@ -60,14 +69,23 @@ def float_twin(module) -> tuple[Any, dict[bytes, _Target]]:
             )
         qt = sub.qweight
         weight = qt.dequantize(torch.float32)
+        smooth = None if sub.input_smooth is None else sub.input_smooth.float()
+        if smooth is not None:  # the float twin computes (x * smooth) @ W^T as x @ (W * smooth)^T
+            weight = weight * smooth[None, :]
+        static = sub.input_scale is not None
         linear = nn.Linear(sub.in_features, sub.out_features, bias=sub.bias is not None)
         with torch.no_grad():
             linear.weight.copy_(weight)
             if sub.bias is not None:
                 linear.bias.copy_(sub.bias.float())
         replace_module(twin, name, linear)
-        keys[weight.t().contiguous().numpy().tobytes()] = _Target(f"{name}.weight", qt, True)
-        keys.setdefault(weight.contiguous().numpy().tobytes(), _Target(f"{name}.weight", qt, False))
+        extra = {
+            "smooth": None if smooth is None else smooth.numpy(),
+            "input_scale": float(sub.input_scale) if static else None,
+            "input_zero": int(sub.input_zero) if static else None,
+        }
+        keys[weight.t().contiguous().numpy().tobytes()] = _Target(f"{name}.weight", qt, True, **extra)
+        keys.setdefault(weight.contiguous().numpy().tobytes(), _Target(f"{name}.weight", qt, False, **extra))
     if not keys:
         raise Unsupported("ONNX integer export: the model has no quantized Linear layer.")
     return twin, keys
@@ -76,12 +94,14 @@ def float_twin(module) -> tuple[Any, dict[bytes, _Target]]:
 class _Rewriter:
     """Builds the integer replacement nodes for one graph."""
 
-    def __init__(self, graph, activations: str):
+    def __init__(self, graph, activations: str, form: str = "qoperator"):
         self.graph = graph
         self.activations = activations
+        self.form = form
         self.nodes: list = []
         self.inits: list = []
-        self.quantized_inputs: dict[str, tuple[str, str]] = {}
+        self.quantized_inputs: dict[Any, tuple[str, str]] = {}  # codes and row scales, per input
+        self.smoothed_inputs: dict[tuple, str] = {}
         self.count = 0
 
     def fresh(self, stem: str) -> str:
@@ -101,6 +121,31 @@ class _Rewriter:
         out = self.fresh(op.lower())
         self.nodes.append(helper.make_node(op, inputs, [out], name=out, domain=domain, **attrs))
         return out
+
+    def smoothed(self, x: str, smooth) -> str:
+        """`x` times the SmoothQuant factors, built once per tensor and factors (q, k, v share it)."""
+        if smooth is None:
+            return x
+        key = (x, smooth.tobytes())
+        if key not in self.smoothed_inputs:
+            self.smoothed_inputs[key] = self.node("Mul", [x, self.const("smooth", smooth)])
+        return self.smoothed_inputs[key]
+
+    def static_codes(self, x: str, target: _Target) -> str:
+        """uint8 codes of `x` (smoothed first) with the layer's calibrated per-tensor range.
+
+        The smoothing stays a Mul: folded into QuantizeLinear as a per-channel scale it would be
+        exact too, but ONNX Runtime's per-axis QuantizeLinear is ~50x slower than Mul + per-tensor
+        QuantizeLinear (measured: 23 ms against 0.45 ms on an 8 x 128 x 384 tensor)."""
+        import numpy as np
+
+        smoothed = self.smoothed(x, target.smooth)
+        key = (smoothed, target.input_scale, target.input_zero)
+        if key not in self.quantized_inputs:
+            scale = self.const("a_scale", np.array(target.input_scale, dtype=np.float32))
+            zero = self.const("a_zp", np.array(target.input_zero, dtype=np.uint8))
+            self.quantized_inputs[key] = (self.node("QuantizeLinear", [smoothed, scale, zero]), "")
+        return self.quantized_inputs[key][0]
 
     def per_token_codes(self, x: str) -> tuple[str, str]:
         """uint8 codes and per-row scales of tensor `x`, built once per tensor."""
@@ -125,19 +170,28 @@ class _Rewriter:
 
         qt = target.qt
         if qt.scheme == "int8":
-            if self.activations != "dynamic":
+            if self.activations == "none":
                 raise Unsupported(
-                    "ONNX integer export: INT8 needs activations='dynamic' here (weight-only INT8 has no "
-                    "faster ONNX Runtime kernel than float)."
+                    "ONNX integer export: INT8 needs activations 'dynamic' or 'static' here (weight-only "
+                    "INT8 has no faster ONNX Runtime kernel than float)."
                 )
-            codes, row_scale = self.per_token_codes(x)
+            if self.activations == "static":
+                self.static_matmul(x, target, output)
+                return
+            codes, row_scale = self.per_token_codes(self.smoothed(x, target.smooth))
             weight = self.const("w_s8", qt.data.numpy().T.copy())  # [in, out]
             w_scale = self.const("w_scale", qt.scale.float().numpy())
-            one = self.const("one", np.array(1.0, dtype=np.float32))
             zero = self.const("zp", np.array(ACT_ZERO, dtype=np.uint8))
-            product = self.node("MatMulIntegerToFloat", [codes, weight, one, w_scale, zero], domain=MS_DOMAIN)
-            self.nodes.append(helper.make_node("Mul", [product, row_scale], [output], name=self.fresh("mul")))
+            # The row scales [..., 1] go in as a_scale: ONNX Runtime broadcasts them over the output
+            # inside the kernel (exactly equal to a separate Mul, one pass over the output fewer).
+            inputs = [codes, weight, row_scale, w_scale, zero]
+            node = helper.make_node(
+                "MatMulIntegerToFloat", inputs, [output], name=self.fresh("mmitf"), domain=MS_DOMAIN
+            )
+            self.nodes.append(node)
             return
+        if target.smooth is not None:
+            raise Unsupported(f"ONNX integer export: '{target.name}' is INT4 with smoothing factors.")
         rows, cols, group = qt.rows, qt.cols, qt.group_size
         blocks = cols // group
         packed = self.const("w_nbits", qt.data.numpy().reshape(rows, blocks, group // 2))
@@ -159,8 +213,41 @@ class _Rewriter:
             )
         )
 
+    def static_matmul(self, x: str, target: _Target, output: str) -> None:
+        """x @ W^T from the stored int8 weight and the layer's calibrated input range."""
+        import numpy as np
+        from onnx import helper
 
-def rewrite_graph(model, keys: dict[bytes, _Target], activations: str, used: set[str]):
+        if target.input_scale is None:
+            raise Unsupported(
+                f"ONNX integer export: '{target.name}' has no calibrated input range (static activations "
+                "need one per layer: quantize with --activations static)."
+            )
+        qt = target.qt
+        codes = self.static_codes(x, target)
+        a_scale = self.const("a_scale", np.array(target.input_scale, dtype=np.float32))
+        a_zero = self.const("a_zp", np.array(target.input_zero, dtype=np.uint8))
+        weight = self.const("w_s8", qt.data.numpy().T.copy())  # [in, out]
+        w_scale = self.const("w_scale", qt.scale.float().numpy())
+        if self.form == "qoperator":
+            inputs = [codes, weight, a_scale, w_scale, a_zero]
+            node = helper.make_node(
+                "MatMulIntegerToFloat", inputs, [output], name=self.fresh("mmitf"), domain=MS_DOMAIN
+            )
+            self.nodes.append(node)
+            return
+        # QDQ: ONNX Runtime's optimizer recognises DequantizeLinear -> MatMul <- DequantizeLinear.
+        activation = self.node("DequantizeLinear", [codes, a_scale, a_zero])
+        w_zero = self.const("w_zp", np.zeros(qt.rows, dtype=np.int8))
+        dequantized = self.node("DequantizeLinear", [weight, w_scale, w_zero], axis=1)
+        self.nodes.append(
+            helper.make_node("MatMul", [activation, dequantized], [output], name=self.fresh("mm"))
+        )
+
+
+def rewrite_graph(
+    model, keys: dict[bytes, _Target], activations: str, used: set[str], form: str = "qoperator"
+):
     """Replace the MatMul/Gemm nodes whose weight is a quantized layer's; returns the new ModelProto.
 
     `used`: the weight names the forward pass reaches; each must be rewritten (others, such as BERT's
@@ -174,7 +261,7 @@ def rewrite_graph(model, keys: dict[bytes, _Target], activations: str, used: set
             target = keys.get(numpy_helper.to_array(init).tobytes())
             if target is not None:
                 matched[init.name] = target
-    rewriter = _Rewriter(graph, activations)
+    rewriter = _Rewriter(graph, activations, form)
     new_nodes, done = [], set()
     for node in graph.node:
         weight = next((i for i in node.input if i in matched), None)
@@ -249,7 +336,9 @@ def layers_used(twin, sample: Any, names: set[str]) -> set[str]:
     return {n for n, g in zip(ordered, grads, strict=True) if g is not None}
 
 
-def export_integer_onnx(module, sample: Any, out_path: str | Path, activations: str = "dynamic"):
+def export_integer_onnx(
+    module, sample: Any, out_path: str | Path, activations: str = "dynamic", form: str = "qoperator"
+):
     """Write an integer-kernel ONNX graph of quantized `module` (called with `sample`) to `out_path`."""
     import onnx
 
@@ -258,20 +347,24 @@ def export_integer_onnx(module, sample: Any, out_path: str | Path, activations: 
 
     if activations not in ACTIVATIONS:
         raise Unsupported(f"ONNX integer export: unknown activations '{activations}'; valid: {ACTIVATIONS}.")
+    if form not in FORMS:
+        raise Unsupported(f"ONNX integer export: unknown form '{form}'; valid: {FORMS}.")
     twin, keys = float_twin(module)
     layers = {t.name.removesuffix(".weight") for t in keys.values()}
     used = {f"{n}.weight" for n in layers_used(twin, sample, layers)}
     with tempfile.TemporaryDirectory(prefix="compress-int-") as tmp:
         exported = export_onnx(twin, sample, Path(tmp) / "float")
         model = onnx.load(str(Path(tmp) / "float" / ONNX_NAME))
-    model = rewrite_graph(model, keys, activations, used)
+    model = rewrite_graph(model, keys, activations, used, form)
     with atomic_file(Path(out_path)) as staged:
         onnx.save_model(model, str(staged))
         os.chmod(staged, 0o644)  # readable like the checkpoint beside it (the temporary file is 0600)
     return exported
 
 
-def export_quantized_folder(folder: str | Path, activations: str = "none", inputs: Any = None):
+def export_quantized_folder(
+    folder: str | Path, activations: str = "none", inputs: Any = None, form: str = "qoperator"
+):
     """Write `folder/model.onnx` for the quantized checkpoint in `folder` and check it against torch.
 
     Returns (OnnxExport, ExportCheck). The graph must agree with the torch module, which computes
@@ -289,7 +382,7 @@ def export_quantized_folder(folder: str | Path, activations: str = "none", input
         raise Unsupported(f"{folder}: has no config.json, so there is no model to export to ONNX.")
     sample, checks = export_samples(inputs)(model)
     path = Path(folder) / ONNX_NAME
-    export_integer_onnx(model.module, sample, path, activations)
+    export_integer_onnx(model.module, sample, path, activations, form)
     try:
         check = check_export(path, model.module, [sample, *checks], min_cosine=0.999)
     except Exception:

@@ -38,9 +38,14 @@ class QuantizeConfig(PassConfig):
     group_size: INT4 group length; a power of two >= 16 that divides each targeted row.
     symmetric: INT4 with an implicit zero point (True) or a stored one per group (False).
     method: how INT4 codes are chosen: rtn, mse, hqq (no data); gptq, awq (calibration data).
-    activations: none (weight-only) or dynamic (INT8 only: activations quantized per token at run
-        time by the ONNX export's integer kernels; the torch module rounds them the same way).
-    weight_bits: INT8 code range: 8 (-127..127) or 7 (-63..63). Default: 7 with dynamic
+    activations: none (weight-only), dynamic or static (INT8 only). dynamic: activations quantized
+        per token at run time by the ONNX export's integer kernels; static: with one uint8 scale and
+        zero point per layer input, calibrated on data. The torch module rounds them the same way.
+    smooth: SmoothQuant's migration strength alpha (0 < alpha < 1, typically 0.5) for INT8 with
+        activations: outlier activation channels are scaled down and the weights' columns up,
+        calibrated on data (see activation_ranges.py). Default: 0.5 with static activations, off
+        with dynamic ones.
+    weight_bits: INT8 code range: 8 (-127..127) or 7 (-63..63). Default: 7 with quantized
         activations, 8 otherwise. ONNX Runtime's AVX2 u8 x s8 kernel adds pairs of products in int16
         (vpmaddubsw), which saturates with 8-bit weights (measured on MiniLM: output cosine 0.966
         to the unsaturated result); with 7-bit codes 255 * 63 * 2 < 32767 (ORT's reduce_range).
@@ -58,7 +63,8 @@ class QuantizeConfig(PassConfig):
     group_size: int = 128
     symmetric: bool = True
     method: Literal["rtn", "mse", "hqq", "gptq", "awq"] = "rtn"
-    activations: Literal["none", "dynamic"] = "none"
+    activations: Literal["none", "dynamic", "static"] = "none"
+    smooth: float | None = None
     weight_bits: int | None = None
     targets: Targets = field(default_factory=Targets)
     keep_int8: tuple[str, ...] = ()
@@ -68,7 +74,18 @@ class QuantizeConfig(PassConfig):
     clip: bool | None = None
 
     def uses_data(self) -> bool:
-        return self.method in DATA_AWARE
+        return self.method in DATA_AWARE or self.calibrates_activations()
+
+    def calibrates_activations(self) -> bool:
+        """Whether activation ranges are measured on data (static ranges or smoothing)."""
+        return self.activations == "static" or self.smooth_alpha is not None
+
+    @property
+    def smooth_alpha(self) -> float | None:
+        """The SmoothQuant strength in effect (see smooth)."""
+        if self.smooth is not None:
+            return self.smooth or None  # 0 turns smoothing off
+        return 0.5 if self.activations == "static" else None
 
     def validate(self) -> None:
         if self.scheme == "int4":
@@ -81,6 +98,11 @@ class QuantizeConfig(PassConfig):
         if self.activations != "none" and self.scheme != "int8":
             raise BadInput(
                 f"quantize.activations: '{self.activations}' needs scheme int8 (INT4 is weight-only)."
+            )
+        if self.smooth is not None and (self.activations == "none" or not 0 <= self.smooth < 1):
+            raise BadInput(
+                f"quantize.smooth: {self.smooth} is not valid; SmoothQuant takes 0 <= alpha < 1 (0: off) "
+                "and applies to INT8 with activations dynamic or static."
             )
         if self.weight_bits not in (None, 7, 8) or (self.weight_bits == 7 and self.scheme != "int8"):
             raise BadInput(f"quantize.weight_bits: {self.weight_bits} is not valid; int8 takes 8 or 7.")
@@ -106,7 +128,7 @@ class QuantizeConfig(PassConfig):
         if not self.uses_data() and self.calib != CalibrationSettings():
             raise BadInput(
                 f"quantize.calib: method {self.method} needs no calibration data; calibration settings "
-                f"apply to {' and '.join(DATA_AWARE)}."
+                f"apply to {' and '.join(DATA_AWARE)}, static activations and smoothing."
             )
 
     @property
@@ -114,12 +136,17 @@ class QuantizeConfig(PassConfig):
         """The INT8 code width in effect (see weight_bits)."""
         if self.weight_bits is not None:
             return self.weight_bits
-        return 7 if self.activations == "dynamic" else 8
+        return 7 if self.activations != "none" else 8
 
     def describe(self) -> str:
         if self.scheme == "int8":
             bits = "" if self.int8_bits == 8 else f" {self.int8_bits}-bit"
             acts = "" if self.activations == "none" else f", {self.activations} activations"
+            if self.smooth_alpha is not None:
+                acts += f", smoothquant {self.smooth_alpha:g}"
+            if self.calibrates_activations():
+                c = self.calib
+                acts += f" on {c.source} ({c.samples} x {c.seq_len} tokens, seed {c.seed})"
             return f"int8{bits} per-channel{acts}, {self.method}"
         text = f"int4 group {self.group_size}, {'sym' if self.symmetric else 'asym'}, {self.method}"
         if self.uses_data():
@@ -216,7 +243,8 @@ def apply(module, cfg: QuantizeConfig, ctx: PassContext) -> PassResult:
         plans[names[0]] = meta
     changes: dict[str, dict] = {}
     stats: dict[str, float] = {}
-    if cfg.uses_data():
+    ranges = _calibrate_activations(module, cfg, ctx, groups) if cfg.calibrates_activations() else []
+    if cfg.method in DATA_AWARE:
         from compress.passes.quantize.apply_blocks import quantize_blockwise
 
         done, stats = quantize_blockwise(module, cfg, ctx, groups, plans, changes)
@@ -224,6 +252,7 @@ def apply(module, cfg: QuantizeConfig, ctx: PassContext) -> PassResult:
     if ctx.weights is not None and groups:
         ctx.weights.load(*[n for names in groups for n in names])
     _quantize_each(module, cfg, groups, plans, changes, ctx.progress)
+    _attach_activation_parts(module, cfg, ranges, changes)
     stats["quantize.seconds"] = time.perf_counter() - started
     from compress.memory import peak_rss_mb
 
@@ -261,6 +290,47 @@ def _quantize_each(module, cfg: QuantizeConfig, groups, plans, changes, progress
             progress.advance()
     if progress:
         progress.done()
+
+
+def _calibrate_activations(module, cfg: QuantizeConfig, ctx: PassContext, groups) -> list:
+    """Measure the Linear layers' input ranges on the calibration data and smooth their weights."""
+    from torch import nn
+
+    from compress.calib import CalibrationData
+    from compress.passes.quantize.activation_ranges import measure_input_ranges, smooth_weights
+
+    if not isinstance(ctx.data, CalibrationData) or len(ctx.data) == 0:
+        raise BadInput(
+            "quantize: static activations and smoothing need calibration data (--calib FILE, or data= "
+            "in Python)."
+        )
+    if ctx.weights is not None:
+        ctx.weights.load()  # the calibration forward runs the whole model
+    linear = [names for names in groups if isinstance(module.get_submodule(names[0]), nn.Linear)]
+    ranges = measure_input_ranges(module, [n for names in linear for n in names], ctx.data, ctx.progress)
+    if cfg.smooth_alpha is not None:
+        tied = {n for names in linear if len(names) > 1 for n in names}
+        smooth_weights(module, ranges, cfg.smooth_alpha, tied)
+    return ranges
+
+
+def _attach_activation_parts(module, cfg: QuantizeConfig, ranges: list, changes: dict) -> None:
+    """Store each quantized layer's smoothing factors and static range, and record them."""
+    from compress.passes.quantize.activation_ranges import activation_parts
+    from compress.qmodules import QuantLinear
+
+    for name, parts in activation_parts(ranges, cfg.activations == "static").items():
+        layer = module.get_submodule(name)
+        if not isinstance(layer, QuantLinear):
+            continue  # a layer left in float reads its input as it is
+        layer.set_activation_parts(**parts)
+        layer.activations = cfg.activations
+        record = changes.setdefault(f"{name}.weight", {})
+        if "input_smooth" in parts:
+            record["smooth_max"] = float((1 / parts["input_smooth"]).max())
+        if "input_scale" in parts:
+            record["input_scale"] = float(parts["input_scale"])
+            record["input_zero"] = int(parts["input_zero"])
 
 
 PASS = PassSpec(
