@@ -35,6 +35,7 @@ ACTIVATIONS = ("none", "dynamic", "static")
 FORMS = ("qoperator", "qdq")
 MS_DOMAIN = "com.microsoft"
 ACT_ZERO = 128  # uint8 zero point of the symmetric per-token activation codes
+MIN_COSINE_ROUNDED_ACTIVATIONS = 0.99  # export check with quantized activations (see export_quantized_folder)
 
 
 @dataclass
@@ -368,9 +369,13 @@ def export_quantized_folder(
     """Write `folder/model.onnx` for the quantized checkpoint in `folder` and check it against torch.
 
     Returns (OnnxExport, ExportCheck). The graph must agree with the torch module, which computes
-    the same arithmetic in float (per-token activation rounding included): cosine >= 0.999 on
-    samples of several shapes. (A code that rounds the other way in one layer moves the next
-    layers' inputs slightly, so bit-equality is not expected on deep models.)
+    the same arithmetic in float (activation rounding included) on samples of several shapes:
+    cosine >= 0.999 for weight-only graphs, >= 0.99 with quantized activations. Rounding
+    activations makes a deep model chaotic: ONNX Runtime's float ops (softmax, GELU, LayerNorm)
+    differ from torch's in the last bit, one code then rounds the other way, and the difference
+    grows layer by layer. Measured on MiniLM INT8 dynamic: layer 0 agrees to 5e-6, the output to
+    cosine 0.9982. A real arithmetic error is far larger (8-bit weights saturating AVX2's kernel:
+    0.966); single layers are checked for exact integer arithmetic in the tests.
     """
     from compress.eval.runtimes import export_samples
     from compress.model import load
@@ -384,7 +389,8 @@ def export_quantized_folder(
     path = Path(folder) / ONNX_NAME
     export_integer_onnx(model.module, sample, path, activations, form)
     try:
-        check = check_export(path, model.module, [sample, *checks], min_cosine=0.999)
+        min_cosine = 0.999 if activations == "none" else MIN_COSINE_ROUNDED_ACTIVATIONS
+        check = check_export(path, model.module, [sample, *checks], min_cosine=min_cosine)
     except Exception:
         path.unlink(missing_ok=True)
         raise
