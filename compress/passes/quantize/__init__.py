@@ -51,6 +51,8 @@ class QuantizeConfig(PassConfig):
     damp: gptq's damping, a fraction of the Hessian's mean diagonal (default 0.01).
     act_order: gptq quantizes the busiest input columns first (default true).
     clip: gptq and awq search each group's clipping range (default true).
+    backend: compress (this pass) or nncf (NNCF does the work on the model's ONNX export; int8 is its
+        static post-training quantization, int4 its weight compression; see compress.backends.nncf).
     """
 
     kind: ClassVar[str] = "quantize"
@@ -66,11 +68,18 @@ class QuantizeConfig(PassConfig):
     damp: float | None = None
     act_order: bool | None = None
     clip: bool | None = None
+    backend: Literal["compress", "nncf"] = "compress"
 
     def uses_data(self) -> bool:
+        if self.backend == "nncf" and self.scheme == "int8":
+            return True  # NNCF's static INT8 calibrates activation ranges
         return self.method in DATA_AWARE
 
     def validate(self) -> None:
+        if self.backend == "nncf":
+            from compress.backends.nncf import check_settings
+
+            check_settings(self)
         if self.scheme == "int4":
             g = self.group_size
             if g < 16 or g & (g - 1):
@@ -117,6 +126,10 @@ class QuantizeConfig(PassConfig):
         return 7 if self.activations == "dynamic" else 8
 
     def describe(self) -> str:
+        if self.backend == "nncf":
+            from compress.backends.nncf import describe
+
+            return describe(self)
         if self.scheme == "int8":
             bits = "" if self.int8_bits == 8 else f" {self.int8_bits}-bit"
             acts = "" if self.activations == "none" else f", {self.activations} activations"
@@ -196,6 +209,12 @@ def apply(module, cfg: QuantizeConfig, ctx: PassContext) -> PassResult:
     from compress.layers import select_module_layers
     from compress.qmodules import _QuantizedWeight
 
+    if cfg.backend != "compress":
+        raise BadInput(
+            f"quantize.backend {cfg.backend}: writes an ONNX graph, not a torch model, so it runs only as "
+            "a recipe's single pass from a checkpoint (compress quantize, compress run, "
+            "compress_checkpoint), not on a model in memory or after another pass."
+        )
     started = time.perf_counter()
     groups = select_module_layers(module, cfg.targets, "quantize")
     for names in groups:
