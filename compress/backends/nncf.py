@@ -78,7 +78,7 @@ def compress_with_nncf(weights: Path, cfg: Any, out: Path, *, data: Any = None, 
     with atomic_output_dir(out) as stage, tempfile.TemporaryDirectory(prefix="compress-nncf-") as tmp:
         if progress:
             progress.start("exporting the float model to ONNX", total=None)
-        graph = _fp32_graph(model, Path(tmp))
+        graph, sample = _fp32_graph(model, Path(tmp))
         if progress:
             progress.done()
             progress.start(f"NNCF: {describe(cfg)}", total=None)
@@ -99,6 +99,7 @@ def compress_with_nncf(weights: Path, cfg: Any, out: Path, *, data: Any = None, 
             source_sha256=sha256_file(weights),
         )
         _save(result, stage / "model.onnx", artifact, call)
+        _check_runs(stage / "model.onnx", sample, model.name)
         write_side_files(stage, weights.parent, None)
     artifact.path = out / "model.onnx"
     return artifact
@@ -112,7 +113,22 @@ def _fp32_graph(model, folder: Path):
 
     sample, _ = export_samples(None)(model)
     exported = export_onnx(model.module, sample, folder / "fp32")
-    return onnx.load(str(exported.path))
+    return onnx.load(str(exported.path)), sample
+
+
+def _check_runs(path: Path, sample: dict, name: str) -> None:
+    """BadInput when ONNX Runtime cannot load or run NNCF's graph (NNCF can write an invalid one,
+    e.g. its INT4 MatMulNBits in place of an embedding Gather, fed int64 token ids)."""
+    from compress.onnx import open_session, session_feeds
+
+    try:
+        session = open_session(path, "cpu", 1)
+        session.run(None, session_feeds(session, sample))
+    except Exception as exc:  # onnxruntime's errors carry the reason in their text
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInput(
+            f"NNCF failed on {name}: its graph does not run in ONNX Runtime ({text[-300:]})"
+        ) from None
 
 
 def _run_nncf(graph, cfg: Any, calibration: Any, model) -> tuple[Any, str]:

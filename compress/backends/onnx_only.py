@@ -79,8 +79,12 @@ def load_onnx_only(source: str | Path, threads: int | None = None):
             f"the candidate is an ONNX graph made by {backend.get('name')} {backend.get('version')} "
             f"({backend.get('call')}); accuracy and latency come from ONNX Runtime"
         )
+    try:
+        module = OrtModule(graph, threads=threads)
+    except Exception as exc:  # onnxruntime's errors carry the reason in their text
+        raise BadInput(f"{graph}: ONNX Runtime cannot load this graph ({str(exc).strip()[-300:]}).") from None
     return Model(
-        module=OrtModule(graph, threads=threads),
+        module=module,
         family=family_of(config),
         checkpoint=graph,
         config=config,
