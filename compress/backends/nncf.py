@@ -2,6 +2,7 @@
 
 - scheme int8: `nncf.quantize`, NNCF's static post-training INT8 (weights and activations, ranges
   calibrated on compress's calibration texts; model_type TRANSFORMER for transformers): a QDQ graph.
+  Embedding lookups stay float unless --embeddings (NNCF's default quantizes them), as compress does.
 - scheme int4: `nncf.compress_weights` INT4_SYM / INT4_ASYM with the group size, every MatMul weight
   at INT4 (ratio 1, all_layers) and embeddings in float unless --embeddings, as compress does; method
   awq / gptq map to NNCF's own awq=True / gptq=True (with the calibration data). The graph holds
@@ -46,15 +47,14 @@ def check_settings(cfg: Any) -> None:
             f"{where}: include/exclude name the checkpoint's layers, which the ONNX graph NNCF works on "
             "names differently; leave them unset."
         )
-    if cfg.scheme == "int8" and "embedding" in cfg.targets.types:
-        raise BadInput(f"{where}: NNCF's static INT8 does not quantize embedding lookups; drop --embeddings.")
 
 
 def describe(cfg: Any) -> str:
     c = cfg.calib
     data = f" on {c.source} ({c.samples} x {c.seq_len} tokens, seed {c.seed})"
     if cfg.scheme == "int8":
-        return "nncf static int8 (weights and activations)" + data
+        embeddings = " and embeddings" if "embedding" in cfg.targets.types else ""
+        return f"nncf static int8 (weights{embeddings} and activations)" + data
     text = f"nncf int4 group {cfg.group_size}, {'sym' if cfg.symmetric else 'asym'}, {cfg.method}"
     if "embedding" in cfg.targets.types:
         text += ", embeddings int4"
@@ -126,8 +126,9 @@ def _check_runs(path: Path, sample: dict, name: str) -> None:
         session.run(None, session_feeds(session, sample))
     except Exception as exc:  # onnxruntime's errors carry the reason in their text
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = text.split(" failed:", 1)[-1].strip()  # drop "Load model from <temporary path> failed:"
         raise BadInput(
-            f"NNCF failed on {name}: its graph does not run in ONNX Runtime ({text[-300:]})"
+            f"NNCF failed on {name}: its graph does not run in ONNX Runtime ({text[:300]})"
         ) from None
 
 
@@ -138,21 +139,21 @@ def _run_nncf(graph, cfg: Any, calibration: Any, model) -> tuple[Any, str]:
     dataset = nncf.Dataset(_feeds(graph, calibration)) if calibration is not None else None
     n = len(calibration) if calibration is not None else 0
     try:
+        # Embedding lookups (Gather) stay float unless asked for, as in compress's own passes.
+        keep = "embedding" not in cfg.targets.types
+        scope = {"ignored_scope": nncf.IgnoredScope(types=["Gather"], validate=False)} if keep else {}
+        floats = ", ignored_scope=Gather (embeddings stay float)" if keep else ""
         if cfg.scheme == "int8":
             kind = nncf.ModelType.TRANSFORMER if model.config is not None else None
-            call = f"nncf.quantize(model_type={kind.name if kind else None}, subset_size={n})"
-            return nncf.quantize(graph, dataset, model_type=kind, subset_size=n), call
+            call = f"nncf.quantize(model_type={kind.name if kind else None}, subset_size={n}{floats})"
+            return nncf.quantize(graph, dataset, model_type=kind, subset_size=n, **scope), call
         mode = nncf.CompressWeightsMode.INT4_SYM if cfg.symmetric else nncf.CompressWeightsMode.INT4_ASYM
-        options: dict[str, Any] = dict(METHODS[cfg.method])
-        if "embedding" not in cfg.targets.types:
-            options["ignored_scope"] = nncf.IgnoredScope(types=["Gather"], validate=False)
+        options: dict[str, Any] = {**METHODS[cfg.method], **scope}
         if dataset is not None:
             options.update(dataset=dataset, subset_size=n)
-        shown = {k: v for k, v in options.items() if k not in ("dataset", "ignored_scope")}
-        if "ignored_scope" in options:
-            shown["ignored_scope"] = "Gather (embeddings stay float)"
+        shown = "".join(f", {k}={v}" for k, v in options.items() if k not in ("dataset", "ignored_scope"))
         call = f"nncf.compress_weights(mode={mode.name}, group_size={cfg.group_size}, ratio=1.0, "
-        call += f"all_layers=True{''.join(f', {k}={v}' for k, v in shown.items())})"
+        call += f"all_layers=True{shown}{floats})"
         result = nncf.compress_weights(
             graph, mode=mode, group_size=cfg.group_size, ratio=1.0, all_layers=True, **options
         )
