@@ -46,8 +46,10 @@ def quantize_row(src, name: str, args: list[str]):
         return peers.cli_quantize(src, name, args)
     except subprocess.CalledProcessError:
         again = [sys.executable, "-c", "from compress.cli import main; main()", "quantize", str(src), *args]
-        done = subprocess.run([*again, "-o", str(peers.OUT / name), "--no-eval", "-q"], capture_output=True)
-        raise RuntimeError(done.stderr.decode().strip().splitlines()[-1]) from None
+        out = ["--export", "onnx", "-o", str(peers.OUT / name), "--no-eval", "-q"]
+        done = subprocess.run([*again, *out], capture_output=True)
+        lines = done.stderr.decode().strip().splitlines() or [f"exit {done.returncode}"]
+        raise RuntimeError(lines[-1]) from None
 
 
 def main() -> None:
@@ -61,7 +63,7 @@ def main() -> None:
         try:
             graphs[name], seconds[name] = quantize_row(src, name, args)
         except Exception as exc:  # a backend that fails on this model is reported, not hidden
-            notes.append(f"{name}: failed: {str(exc).strip().splitlines()[0][:200]}")
+            notes.append(f"{name}: failed: {str(exc).strip().splitlines()[0][:400]}")
     fp32_bytes = graphs["fp32"].stat().st_size
     rows = []
     for name, path in graphs.items():
