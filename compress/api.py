@@ -23,6 +23,7 @@ def quantize(
     keep_int8: tuple[str, ...] = (),
     data: Any = None,
     calib: dict | None = None,
+    backend: str = "compress",
     progress=None,
     **method_settings: Any,
 ) -> Artifact:
@@ -32,7 +33,9 @@ def quantize(
     `method`: rtn, mse, hqq (no data) or gptq, awq (calibration data: `data` is a path, a built-in
     text such as "wiki-train", a tensor or a list of samples; `calib` sets samples, seq_len and seed).
     `keep_int8` keeps the layers it names at INT8 in an INT4 run; `exclude` keeps them in float.
-    Method settings (damp, act_order, clip) pass through as keywords.
+    Method settings (damp, act_order, clip) pass through as keywords. `backend="nncf"` writes an
+    ONNX graph, not a model in memory: use `quantize_config(..., backend="nncf")` with
+    `cz.compress_checkpoint` (or `compress quantize --backend nncf`).
 
     Example:
         >>> import compress as cz
@@ -54,6 +57,7 @@ def quantize(
         exclude=exclude,
         keep_int8=keep_int8,
         calib=calib,
+        backend=backend,
         **method_settings,
     )
     return apply(model, cfg, data=data, progress=progress)
@@ -72,6 +76,7 @@ def quantize_config(
     exclude: tuple[str, ...] = (),
     keep_int8: tuple[str, ...] = (),
     calib: dict | None = None,
+    backend: str = "compress",
     **method_settings: Any,
 ):
     """The quantize pass's settings from the keyword arguments of `quantize` (and `compress quantize`)."""
@@ -92,6 +97,7 @@ def quantize_config(
             },
             "keep_int8": list(keep_int8),
             **({"calib": calib} if calib else {}),
+            **({"backend": backend} if backend != "compress" else {}),
             **method_settings,
         }
     )

@@ -50,6 +50,12 @@ class Model:
     tokenizer: Any | None = None
     compression: CompressionInfo | None = None
     notes: list[str] = field(default_factory=list)
+    backend: dict | None = None  # the tool that made an ONNX-only model (compress.backends), if any
+
+    @property
+    def onnx_only(self) -> bool:
+        """True for a model that exists only as an ONNX graph (its module runs it in ONNX Runtime)."""
+        return self.checkpoint is not None and self.checkpoint.suffix == ".onnx"
 
     @property
     def runnable(self) -> bool:
@@ -63,7 +69,8 @@ class Model:
     def name(self) -> str:
         if self.checkpoint is None:
             return type(self.module).__name__
-        return self.checkpoint.parent.name if self.checkpoint.name == WEIGHTS_NAME else self.checkpoint.name
+        folder_named = self.checkpoint.name in (WEIGHTS_NAME, "model.onnx")
+        return self.checkpoint.parent.name if folder_named else self.checkpoint.name
 
 
 def resolve_checkpoint(source: str | os.PathLike[str]) -> Path:
@@ -112,6 +119,10 @@ def load(source: Any, *, module: Any | None = None, progress=None) -> Model:
         return Model(module=source.eval(), family="module")
     if not isinstance(source, str | os.PathLike):
         raise BadInput(f"cannot load a {type(source).__name__}; give a path or a torch.nn.Module.")
+    from compress.backends.onnx_only import is_onnx_only, load_onnx_only
+
+    if module is None and is_onnx_only(source):  # a backend's output (compress.backends)
+        return load_onnx_only(source)
     weights = resolve_checkpoint(source)
     file = SafetensorsFile(weights)
     info = read_compression_info(file.metadata, str(weights))

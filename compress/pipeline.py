@@ -178,10 +178,16 @@ def compress_checkpoint(
         >>> int8 = cz.Quantize(scheme="int8")
         >>> cz.compress_checkpoint("model.safetensors", int8, "out/int8")   # doctest: +SKIP
     """
+    from compress.backends import backend_pass
     from compress.streaming import stream_checkpoint
 
     recipe = Recipe.of(recipe)
     weights = resolve_checkpoint(source)
+    handed = backend_pass(recipe)
+    if handed is not None:  # another tool does the work (compress.backends)
+        from compress.backends.nncf import compress_with_nncf
+
+        return compress_with_nncf(weights, handed, Path(out_dir), data=data, progress=progress)
     if can_stream(recipe):
         cfg = recipe.passes[0]
         return stream_checkpoint(weights, get_pass(cfg.kind), cfg, Path(out_dir), progress=progress)

@@ -83,7 +83,9 @@ class RunResult:
 
     @property
     def weights(self) -> Path:
-        return self.output / "model.safetensors"
+        weights = self.output / "model.safetensors"
+        graph = self.output / "model.onnx"  # a backend's output has no safetensors (compress.backends)
+        return graph if not weights.exists() and graph.exists() else weights
 
 
 def plan_run(

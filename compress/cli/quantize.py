@@ -109,6 +109,15 @@ from compress.cli.common import (
     metavar="GLOB",
     help="Keep layers whose name matches in float (repeatable).",
 )
+@click.option(
+    "--backend",
+    type=click.Choice(["compress", "nncf"]),
+    default="compress",
+    show_default=True,
+    help="Who quantizes: compress, or NNCF on the model's ONNX export (int8: NNCF's static PTQ on "
+    "calibration texts; int4: its weight compression). The result is model.onnx; it is evaluated "
+    "on onnxruntime.",
+)
 @click.option("--no-eval", is_flag=True, help="Write the checkpoint and stop; no evaluation.")
 @eval_options
 @json_option
@@ -137,6 +146,7 @@ def quantize(
     embeddings: bool,
     include: tuple[str, ...],
     exclude: tuple[str, ...],
+    backend: str,
     no_eval: bool,
     json_path: str | None,
     quiet: bool,
@@ -153,6 +163,7 @@ def quantize(
     compress quantize model.safetensors --scheme int4 --method hqq    # no data needed
     compress quantize model.safetensors --activations dynamic --export onnx -o out/   # faster on CPU
     compress quantize model.safetensors --activations static --calib calib.txt --export onnx -o out/
+    compress quantize model.safetensors --backend nncf -o out/   # NNCF's static INT8, for comparison
     """
     from compress.api import quantize_config
     from compress.pipeline import compress_checkpoint, default_output_dir
@@ -184,17 +195,26 @@ def quantize(
         exclude=exclude,
         keep_int8=keep_int8,
         calib=calibration,
+        backend=backend,
         **method_settings,
     )
-    out = output or str(default_output_dir(source, scheme if method == "rtn" else f"{scheme}-{method}"))
+    label = scheme if method == "rtn" else f"{scheme}-{method}"
+    out = output or str(default_output_dir(source, label if backend == "compress" else f"{backend}-{label}"))
+    if backend != "compress" and click.get_current_context().get_parameter_source("runtimes") in (
+        click.core.ParameterSource.DEFAULT,
+        None,
+    ):
+        eval_opts["runtimes"] = "onnxruntime"  # an ONNX-only result has no torch module to time
     if not no_eval:
         open_history(eval_opts, check=True)
     progress = make_progress(quiet)
-    if export_format:
+    if export_format and backend == "compress":
         artifact = compress_and_export(source, cfg, out, progress, onnx_format)
     else:
         artifact = compress_checkpoint(source, cfg, out, progress=progress)
-    if not quiet:
+    if not quiet and backend != "compress":
+        stderr.print(f"wrote [bold]{artifact.path}[/] ({cfg.describe()})")
+    elif not quiet:
         stderr.print(f"wrote [bold]{artifact.path}[/] ({cfg.describe()}, {len(artifact.changes)} weights)")
         if export_format:
             stderr.print(f"wrote [bold]{artifact.path.parent / 'model.onnx'}[/] (integer kernels)")

@@ -65,7 +65,8 @@ def evaluate(
     notes += _compression_notes(cand)
     settings = latency or LatencySettings()
 
-    tensors = tensor_errors(cand.checkpoint, base.checkpoint) if cand.checkpoint and base.checkpoint else []
+    both = cand.checkpoint and base.checkpoint and not (cand.onnx_only or base.onnx_only)
+    tensors = tensor_errors(cand.checkpoint, base.checkpoint) if both else []
     if isinstance(task, Task):  # picked once by the caller (a sweep), so it can reuse its baseline work
         chosen, why = task, f"task '{task.name}' as given"
     else:
@@ -121,6 +122,7 @@ def describe(model: Model, recipe: list[dict] | None = None) -> dict:
         "recipe": info.recipe if info else (recipe or []),
         "source_sha256": info.source_sha256 if info else None,
         "stats": info.stats if info else {},
+        **({"backend": model.backend} if model.backend else {}),
     }
 
 

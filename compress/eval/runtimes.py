@@ -52,6 +52,11 @@ class Runner:
 def torch_runner(model: Model, batch: Any, device: str, _settings: LatencySettings, _onnx) -> Runner:
     import torch
 
+    if model.onnx_only:
+        raise Unavailable(
+            "exists only as an ONNX graph (made by a backend), so there is no torch module to time; "
+            "see the onnxruntime row (--runtime onnxruntime)"
+        )
     module = model.module.to(device)
     moved = move_inputs(batch, device)
 
@@ -123,6 +128,10 @@ class OnnxGraphs:
             how = f"exported to ONNX (opset {graph.opset}, {size}) in {graph.seconds:.1f} s"
             if model.checkpoint and graph.nbytes > 1.5 * model.checkpoint.stat().st_size:
                 how += " (larger than its checkpoint: the exporter folded dequantized weights into float)"
+        elif model.onnx_only:  # the graph is the model: nothing to check it against
+            check = check_export(graph.path, model.module, [sample, *checks], min_cosine=0.99)
+            self.notes.append(f"onnxruntime: {model.name} is its model.onnx ({graph.nbytes / 1e6:.1f} MB)")
+            return graph, check
         else:
             # A graph a pass built itself computes differently: it must agree in direction, not to the bit.
             check = check_export(graph.path, model.module, [sample, *checks], min_cosine=0.99)

@@ -41,13 +41,17 @@ def size_section(candidate: Model, baseline: Model) -> dict:
         "ratio": cand_bytes / base_bytes if base_bytes else None,
         "parameters": cand_params,
         "baseline_parameters": base_params,
-        "bits_per_weight": 8 * cand_bytes / cand_params if cand_params else None,
+        # An ONNX-only candidate stores the baseline's weights in another form: count those.
+        "bits_per_weight": 8 * cand_bytes / (cand_params or base_params) if base_params else None,
         "baseline_bits_per_weight": 8 * base_bytes / base_params if base_params else None,
         "measured": where,
     }
 
 
-def _bytes_and_params(model: Model) -> tuple[int, int, str]:
+def _bytes_and_params(model: Model) -> tuple[int, int | None, str]:
+    if model.onnx_only:  # a backend's graph: its files on disk; its logical weight count is unknown
+        files = model.checkpoint.parent.glob(model.checkpoint.name + "*")
+        return sum(p.stat().st_size for p in files), None, "ONNX graph on disk (model.onnx)"
     if model.checkpoint is not None:
         file = SafetensorsFile(model.checkpoint)
         return model.checkpoint.stat().st_size, parameter_count(file), "file on disk"

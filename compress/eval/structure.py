@@ -88,8 +88,8 @@ def compute_section(candidate: Model, baseline: Model, settings, inputs: Any) ->
     from compress.eval.flops import count_flops
     from compress.eval.text import latency_inputs
 
-    if not (candidate.runnable and baseline.runnable):
-        return {}
+    if not (candidate.runnable and baseline.runnable) or candidate.onnx_only:
+        return {}  # FLOPs are counted on torch ops; an ONNX-only model runs none
     if inputs is not None:
         batch, shape = inputs, {"batch_size": batch_size_of(inputs), "seq_len": None}
     elif baseline.tokenizer is not None:

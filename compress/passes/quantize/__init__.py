@@ -56,6 +56,8 @@ class QuantizeConfig(PassConfig):
     damp: gptq's damping, a fraction of the Hessian's mean diagonal (default 0.01).
     act_order: gptq quantizes the busiest input columns first (default true).
     clip: gptq and awq search each group's clipping range (default true).
+    backend: compress (this pass) or nncf (NNCF does the work on the model's ONNX export; int8 is its
+        static post-training quantization, int4 its weight compression; see compress.backends.nncf).
     """
 
     kind: ClassVar[str] = "quantize"
@@ -72,22 +74,29 @@ class QuantizeConfig(PassConfig):
     damp: float | None = None
     act_order: bool | None = None
     clip: bool | None = None
+    backend: Literal["compress", "nncf"] = "compress"
 
     def uses_data(self) -> bool:
+        if self.backend == "nncf" and self.scheme == "int8":
+            return True  # NNCF's static INT8 calibrates activation ranges
         return self.method in DATA_AWARE or self.calibrates_activations()
 
     def calibrates_activations(self) -> bool:
-        """Whether activation ranges are measured on data (static ranges or smoothing)."""
-        return self.activations == "static" or self.smooth_alpha is not None
+        """Whether compress measures activation ranges on data (static ranges or smoothing)."""
+        return self.backend == "compress" and (self.activations == "static" or self.smooth_alpha is not None)
 
     @property
     def smooth_alpha(self) -> float | None:
         """The SmoothQuant strength in effect (see smooth)."""
         if self.smooth is not None:
             return self.smooth or None  # 0 turns smoothing off
-        return 0.5 if self.activations == "static" else None
+        return 0.5 if self.activations == "static" and self.backend == "compress" else None
 
     def validate(self) -> None:
+        if self.backend == "nncf":
+            from compress.backends.nncf import check_settings
+
+            check_settings(self)
         if self.scheme == "int4":
             g = self.group_size
             if g < 16 or g & (g - 1):
@@ -139,6 +148,10 @@ class QuantizeConfig(PassConfig):
         return 7 if self.activations != "none" else 8
 
     def describe(self) -> str:
+        if self.backend == "nncf":
+            from compress.backends.nncf import describe
+
+            return describe(self)
         if self.scheme == "int8":
             bits = "" if self.int8_bits == 8 else f" {self.int8_bits}-bit"
             acts = "" if self.activations == "none" else f", {self.activations} activations"
@@ -223,6 +236,12 @@ def apply(module, cfg: QuantizeConfig, ctx: PassContext) -> PassResult:
     from compress.layers import select_module_layers
     from compress.qmodules import _QuantizedWeight
 
+    if cfg.backend != "compress":
+        raise BadInput(
+            f"quantize.backend {cfg.backend}: writes an ONNX graph, not a torch model, so it runs only as "
+            "a recipe's single pass from a checkpoint (compress quantize, compress run, "
+            "compress_checkpoint), not on a model in memory or after another pass."
+        )
     started = time.perf_counter()
     groups = select_module_layers(module, cfg.targets, "quantize")
     for names in groups:
