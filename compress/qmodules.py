@@ -3,7 +3,7 @@
 The stored parts are registered as buffers named `weight`, `weight_scale` and `weight_zero`, so a
 module's state_dict keys are exactly the names in the compressed checkpoint. On CPU, dequantizing
 then calling the float kernel costs about as much as the float model (measured on MiniLM shapes);
-the integer speed-ups come from the ONNX Runtime export.
+the integer speed-ups come from the ONNX Runtime export, and on CUDA from compress.kernels.
 """
 
 from __future__ import annotations
@@ -67,6 +67,11 @@ class QuantLinear(_QuantizedWeight):
         self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False) if bias is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from compress.kernels import quant_linear_forward  # an integer kernel or dequantized_forward
+
+        return quant_linear_forward(self, x)
+
+    def dequantized_forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.activations == "dynamic":
             x = per_token_fake_quant(x)
         return F.linear(x, self.dequantized_weight(x.dtype), self.bias)
