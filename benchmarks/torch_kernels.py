@@ -15,13 +15,17 @@ a GPU is present): the kernels compress.kernels dispatches to, through QuantLine
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import benchmark_lock, markdown_table, write_results
+from common import WORK, benchmark_lock, gemma_path, markdown_table, write_results
 
 from compress import kernels
 from compress.passes.quantize.rtn import quantize_int4, quantize_int8
@@ -41,9 +45,12 @@ SHAPES = [  # model, layer, rows (tokens), in, out
     ("Gemma-3-270M", "down_proj, 1 token", 1, 2048, 640),
     # Where the CPU weight-only kernels stop winning (kernels.CPU_MAX_ROWS comes from these rows).
     ("Gemma-3-270M", "gate/up_proj, 4 tokens", 4, 640, 2048),
+    ("Gemma-3-270M", "gate/up_proj, 8 tokens", 8, 640, 2048),
     ("Gemma-3-270M", "gate/up_proj, 16 tokens", 16, 640, 2048),
     ("Gemma-3-270M", "gate/up_proj, 64 tokens", 64, 640, 2048),
     ("MiniLM", "FFN up, 1 token", 1, 384, 1536),
+    ("MiniLM", "FFN up, 4 tokens", 4, 384, 1536),
+    ("MiniLM", "FFN up, 8 tokens", 8, 384, 1536),
     ("MiniLM", "FFN up, 16 tokens", 16, 384, 1536),
     ("MiniLM", "FFN up, 64 tokens", 64, 384, 1536),
 ]
@@ -152,6 +159,92 @@ def cuda_cases(m: int, k: int, n: int) -> list[dict]:
     return rows
 
 
+GEMMA_SCHEMES = {  # RTN, Linear layers only; built once into WORK by `compress quantize`
+    "int8 per channel": ["--scheme", "int8"],
+    "int4 g128 symmetric": ["--scheme", "int4", "--group-size", "128"],
+}
+PROMPT = "The capital of France is"
+NEW_TOKENS = 8
+
+
+@contextlib.contextmanager
+def dequantize_everywhere():
+    """Run every QuantLinear the way it ran before compress.kernels: dequantize then F.linear."""
+    kernel_forward = QuantLinear.forward
+    QuantLinear.forward = QuantLinear.dequantized_forward
+    try:
+        yield
+    finally:
+        QuantLinear.forward = kernel_forward
+
+
+def gemma_checkpoints() -> dict[str, Path]:
+    """The quantized Gemma-3-270M folders, quantized here when missing (before the lock is taken)."""
+    out = {}
+    for label, options in GEMMA_SCHEMES.items():
+        folder = WORK / f"torch-kernels-gemma-{options[1]}"
+        if not (folder / "model.safetensors").exists():
+            cli = [
+                sys.executable,
+                "-c",
+                "from compress.cli import main; main()",
+                "quantize",
+                str(gemma_path()),
+            ]
+            subprocess.run([*cli, "-o", str(folder), *options, "--no-eval", "-q"], check=True)
+        out[label] = folder
+    return out
+
+
+def gemma_decoding() -> list[dict]:
+    """Greedy generation of NEW_TOKENS tokens with the real Gemma-3-270M: the kernels compress
+    picks on CPU against dequantize-then-F.linear everywhere; the generated tokens must agree."""
+    import compress as cz
+
+    rows = []
+    for label, path in gemma_checkpoints().items():
+        model = cz.load(path)
+        ids = model.tokenizer(PROMPT, return_tensors="pt")
+
+        def generate(model=model, ids=ids):
+            with torch.inference_mode():
+                return model.module.generate(**ids, max_new_tokens=NEW_TOKENS, do_sample=False)
+
+        with dequantize_everywhere():
+            reference = generate()
+        tokens = generate()
+        ran = kernels.kernels_ran(model.module)
+
+        def baseline(generate=generate):
+            with dequantize_everywhere():
+                generate()
+
+        timing = interleaved(baseline, generate)
+        rows.append(
+            {"checkpoint": label, "kernels": ran, "same_tokens": bool(torch.equal(tokens, reference))}
+            | {"text": model.tokenizer.decode(tokens[0][ids["input_ids"].shape[1] :])}
+            | timing
+        )
+        del model
+    return rows
+
+
+def gemma_table(rows: list[dict]) -> str:
+    headers = ["checkpoint", "kernels (last call)", "dequantize ms", "kernels ms", "speedup", "same tokens"]
+    body = [
+        [
+            r["checkpoint"],
+            ", ".join(f"{name} x{n}" for name, n in r["kernels"].items()),
+            r["dequantize_ms"],
+            r["kernel_ms"],
+            f"{r['speedup']:.2f}x",
+            "yes" if r["same_tokens"] else "NO",
+        ]
+        for r in rows
+    ]
+    return markdown_table(headers, body)
+
+
 def table(rows: list[dict]) -> str:
     headers = [
         "model",
@@ -185,6 +278,7 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     torch.manual_seed(0)
+    gemma_checkpoints()
     cpu_rows, cuda_rows = [], []
     with benchmark_lock():
         for model, layer, m, k, n in SHAPES:
@@ -193,6 +287,7 @@ def main() -> None:
             if torch.cuda.is_available():
                 cuda_rows += [{**shape, **row} for row in cuda_cases(m, k, n)]
             print(f"measured {model} {layer}", flush=True)
+        decoding = gemma_decoding()
     cuda_note = (
         f"measured on {torch.cuda.get_device_name()}"
         if torch.cuda.is_available()
@@ -207,11 +302,20 @@ def main() -> None:
         "Gemma-3-270M shapes come from its config (its float weights are dequantized Q4_K_M).\n",
         "## CPU\n",
         table(cpu_rows),
+        "\n## Gemma-3-270M decoding on CPU\n",
+        f"Greedy generation of {NEW_TOKENS} tokens after the prompt '{PROMPT}' (batch 1; the prompt and "
+        "each new token are at most 16 rows, so compress runs the weight-only integer kernels), with "
+        "compress's CPU kernel choice against dequantize-then-F.linear in every quantized Linear, "
+        "interleaved. The tied embedding / output head stays float32 in these checkpoints. The float "
+        "weights are dequantized Q4_K_M.\n",
+        gemma_table(decoding),
         "\n## CUDA\n",
         table(cuda_rows) if cuda_rows else f"{cuda_note}.\n",
     ]
     write_results(
-        "torch_kernels", "\n".join(md), {"cpu": cpu_rows, "cuda": cuda_rows, "cuda_note": cuda_note}
+        "torch_kernels",
+        "\n".join(md),
+        {"cpu": cpu_rows, "gemma_decoding": decoding, "cuda": cuda_rows, "cuda_note": cuda_note},
     )
 
 

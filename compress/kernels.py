@@ -15,8 +15,8 @@ On CPU torch's integer kernels were measured against dequantize-then-F.linear on
 Gemma-3-270M's shapes (benchmarks/results/torch_kernels.md): the weight-only ones
 (torch._weight_int8pack_mm, torch._weight_int4pack_mm_for_cpu) win only for a few rows at a time
 (decoding: dequantizing the whole weight dominates such a call) and lose badly for batches;
-torch._int_mm loses everywhere. So CPU uses them for float32 inputs of at most CPU_MAX_ROWS rows and
-dequantizes otherwise; their results equal the dequantize path's within float rounding.
+torch._int_mm loses everywhere. So CPU uses them for float32 inputs of at most CPU_MAX_ROWS rows
+(per scheme) and dequantizes otherwise; their results equal the dequantize path's within float rounding.
 
 Every choice is visible: `module.kernel` (a Kernel: name and reason) after a forward,
 `kernels_ran(model)` for the last call and `kernels(model)` for each layer's plan. A kernel that is
@@ -37,7 +37,7 @@ INT4_GROUPS = (32, 64, 128, 256)
 INNER_K_TILES = 8  # tinygemm's widest tile; K must be a multiple of INNER_K_TILES * 16
 # CPU: torch's weight-only integer kernels win only where dequantizing the weight dominates a call,
 # i.e. few rows (decoding); torch._int_mm loses everywhere. Measured in benchmarks/torch_kernels.py.
-CPU_MAX_ROWS = 16
+CPU_MAX_ROWS = {"int8": 4, "int4": 16}  # the most rows (tokens) a call may have for each
 CPU_DYNAMIC_WHY = "torch._int_mm measured 2-25x slower than fake-quant then F.linear on CPU"
 
 
@@ -179,17 +179,18 @@ def _plan_cpu(module: Any, dtype: Any) -> _Plan:
         return _dequantize(f"CPU, activations '{module.activations}': {CPU_DYNAMIC_WHY}")
     if dtype != torch.float32:
         return _dequantize(f"CPU, {dtype} inputs: the CPU integer kernels are used for float32 only")
-    big = f"CPU, more than {CPU_MAX_ROWS} rows: dequantize-then-matmul measured faster than integer kernels"
-    why = f"CPU weight-only, at most {CPU_MAX_ROWS} rows (decoding): measured faster than dequantizing"
+    most = CPU_MAX_ROWS[qt.scheme]
+    big = f"CPU, more than {most} rows: dequantize-then-matmul measured faster than the integer kernel"
+    why = f"CPU weight-only, at most {most} rows (decoding): measured faster than dequantizing"
     if qt.scheme == "int8":
         tensors = {"weight": module.weight, "scale": module.weight_scale.to(torch.float32)}
-        return _Plan(Kernel(INT8_WEIGHT_ONLY, why), tensors, max_rows=CPU_MAX_ROWS, outside=big)
+        return _Plan(Kernel(INT8_WEIGHT_ONLY, why), tensors, max_rows=most, outside=big)
     problem = _int4_unsupported(qt, k, n, cpu=True)
     if problem:
         return _dequantize(f"CPU int4 kernel unavailable: {problem}")
     packed, scales_and_zeros = cpu_int4_pack(qt)
     tensors = {"packed": packed, "scales_and_zeros": scales_and_zeros}
-    return _Plan(Kernel(INT4_TINYGEMM_CPU, why), tensors, max_rows=CPU_MAX_ROWS, outside=big)
+    return _Plan(Kernel(INT4_TINYGEMM_CPU, why), tensors, max_rows=most, outside=big)
 
 
 def _probe(plan: _Plan, module: Any, dtype: Any) -> _Plan:

@@ -45,7 +45,7 @@ def _reference(layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
 )
 def test_cpu_batches_run_exactly_the_dequantize_path(qt, activations):
     layer = _layer(qt, activations)
-    x = torch.randn(2, kernels.CPU_MAX_ROWS, 128)  # more rows than the CPU integer kernels take
+    x = torch.randn(2, max(kernels.CPU_MAX_ROWS.values()), 128)  # more rows than CPU integer kernels take
     assert torch.equal(layer(x), _reference(layer, x))
     assert layer.kernel.name == kernels.DEQUANTIZE and "CPU" in layer.kernel.reason
     assert kernels.kernels_ran(torch.nn.Sequential(layer)) == {kernels.DEQUANTIZE: 1}
@@ -171,3 +171,20 @@ def test_cuda_integer_kernels_agree_with_the_dequantize_path(qt, activations, dt
     reference = _reference(layer, x.float())
     cosine = F.cosine_similarity(out.float().flatten(), reference.flatten(), dim=0)
     assert cosine > 0.999
+
+
+@pytest.mark.parametrize("rows, expected", [(4, kernels.INT8_WEIGHT_ONLY), (32, kernels.DEQUANTIZE)])
+def test_the_torch_latency_row_names_the_kernels_that_ran(rows, expected):
+    import compress as cz
+    from compress.eval.latency import LatencySettings
+    from compress.testing import tiny_mlp
+
+    mlp = tiny_mlp()
+    art = cz.quantize(mlp, scheme="int8")
+    quick = LatencySettings(warmup=1, min_rounds=3, max_rounds=6, budget_s=0.2)
+    x = torch.randn(rows, 32)
+    report = cz.evaluate(art, mlp, inputs=x, devices=("cpu",), runtimes=("torch",), latency=quick)
+    ran = report.latency[0]["torch_kernels"]
+    assert set(ran) == {expected} and ran[expected] >= 2
+    assert (expected in report.to_markdown()) == (expected != kernels.DEQUANTIZE)
+    assert report.accuracy.value > 0.999
