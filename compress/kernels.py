@@ -249,6 +249,11 @@ def quant_linear_forward(module: Any, x: Any) -> Any:
     if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         module.kernel = Kernel(DEQUANTIZE, "tracing for export: the graph holds plain operators")
         return module.dequantized_forward(x)
+    if x.requires_grad and torch.is_grad_enabled():
+        module.kernel = Kernel(
+            DEQUANTIZE, "gradients flow through the input: integer kernels have no backward"
+        )
+        return module.dequantized_forward(x)
     plan = plan_for(module, x.device, x.dtype)
     rows = x.numel() // module.in_features
     inside = plan.min_rows <= rows and (plan.max_rows is None or rows <= plan.max_rows)

@@ -82,6 +82,13 @@ def test_cpu_dynamic_activations_and_odd_shapes_dequantize_with_a_reason():
     assert half.kernel.name == kernels.DEQUANTIZE and "float32 only" in half.kernel.reason
 
 
+def test_inputs_that_need_gradients_take_the_differentiable_path():
+    layer = _layer(quantize_int4(_weight(), 32, symmetric=False))
+    x = torch.randn(2, 128, requires_grad=True)
+    layer(x).sum().backward()
+    assert layer.kernel.name == kernels.DEQUANTIZE and x.grad is not None
+
+
 def test_plan_is_cached_on_the_module_not_in_the_state_dict():
     layer = _layer(quantize_int8(_weight()))
     keys = set(layer.state_dict())
@@ -188,3 +195,12 @@ def test_the_torch_latency_row_names_the_kernels_that_ran(rows, expected):
     assert set(ran) == {expected} and ran[expected] >= 2
     assert (expected in report.to_markdown()) == (expected != kernels.DEQUANTIZE)
     assert report.accuracy.value > 0.999
+
+
+def test_flops_count_the_integer_kernels_as_their_float_matmul():
+    from compress.eval.flops import count_flops
+
+    layer = _layer(quantize_int4(_weight(), 32, symmetric=False))
+    x = torch.randn(3, 128)
+    assert count_flops(layer, x) == 2 * 3 * 128 * 48
+    assert layer.kernel.name == kernels.INT4_TINYGEMM_CPU
