@@ -303,8 +303,9 @@ def main() -> None:
         "## CPU\n",
         table(cpu_rows),
         "\n## Gemma-3-270M decoding on CPU\n",
-        f"Greedy generation of {NEW_TOKENS} tokens after the prompt '{PROMPT}' (batch 1; the prompt and "
-        "each new token are at most 16 rows, so compress runs the weight-only integer kernels), with "
+        f"Greedy generation of {NEW_TOKENS} tokens after the prompt '{PROMPT}' (batch 1: each new token is "
+        "one row, so compress runs the weight-only integer kernels; the 6-token prompt runs them for INT4 "
+        "and dequantizes for INT8, whose limit is 4 rows), with "
         "compress's CPU kernel choice against dequantize-then-F.linear in every quantized Linear, "
         "interleaved. The tied embedding / output head stays float32 in these checkpoints. The float "
         "weights are dequantized Q4_K_M.\n",

@@ -3,7 +3,7 @@
 The stored parts are registered as buffers named `weight`, `weight_scale` and `weight_zero`, so a
 module's state_dict keys are exactly the names in the compressed checkpoint. On CPU, dequantizing
 then calling the float kernel costs about as much as the float model (measured on MiniLM shapes);
-the integer speed-ups come from the ONNX Runtime export, and on CUDA from compress.kernels.
+the integer speed-ups come from the ONNX Runtime export and compress.kernels (CUDA, CPU decoding).
 """
 
 from __future__ import annotations
