@@ -62,7 +62,7 @@ def test_cpu_batches_run_exactly_the_dequantize_path(qt, activations):
 )
 def test_cpu_decoding_rows_run_weight_only_integer_kernels(qt, expected):
     layer = _layer(qt)
-    x = torch.randn(1, 3, 128)
+    x = torch.randn(1, 128, 3).transpose(1, 2)  # strided, as a transposed activation arrives
     out = layer(x)
     assert layer.kernel.name == expected and "at most" in layer.kernel.reason
     torch.testing.assert_close(out, _reference(layer, x), rtol=1e-5, atol=1e-5)
