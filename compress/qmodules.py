@@ -3,7 +3,7 @@
 The stored parts are registered as buffers named `weight`, `weight_scale` and `weight_zero`, so a
 module's state_dict keys are exactly the names in the compressed checkpoint. On CPU, dequantizing
 then calling the float kernel costs about as much as the float model (measured on MiniLM shapes);
-the integer speed-ups come from the ONNX Runtime export.
+the integer speed-ups come from the ONNX Runtime export and compress.kernels (CUDA, CPU decoding).
 """
 
 from __future__ import annotations
@@ -92,6 +92,11 @@ class QuantLinear(_QuantizedWeight):
             self.register_buffer(part, value.detach().float().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from compress.kernels import quant_linear_forward  # an integer kernel or dequantized_forward
+
+        return quant_linear_forward(self, x)
+
+    def dequantized_forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_smooth is not None:
             x = x * self.input_smooth.to(x.dtype)
         if self.activations == "dynamic":

@@ -224,7 +224,7 @@ class Report:
                     label + shape + " p50",
                     f"{_num(row['baseline_p50_ms'], 2)} ms",
                     f"{_num(row['p50_ms'], 2)} ms",
-                    _speed(row["speedup"]) + _ideal(ideal),
+                    _speed(row["speedup"]) + _ideal(ideal) + _integer_kernels(row),
                 )
             )
             memory = _memory_row(row)
@@ -344,6 +344,14 @@ def _flatten(node: Any, prefix: str = ""):
 def _ideal(ideal: float | None) -> str:
     """The FLOPs-ideal speedup beside a measured one, when structure changed the FLOPs."""
     return f" (ideal {ideal:.2f}×)" if ideal and abs(ideal - 1) >= 0.005 else ""
+
+
+def _integer_kernels(row: dict) -> str:
+    """The torch integer kernels a quantized candidate ran (compress.kernels), when any did."""
+    from compress.kernels import DEQUANTIZE
+
+    used = {name: n for name, n in (row.get("torch_kernels") or {}).items() if name != DEQUANTIZE}
+    return "; " + ", ".join(f"{name} ×{n}" for name, n in used.items()) if used else ""
 
 
 def _finite(value: Any) -> Any:

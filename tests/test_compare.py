@@ -27,7 +27,7 @@ LATENCY_OK = {
     "device", "runtime", "status", "reason", "batch_size", "seq_len", "threads", "p50_ms", "p90_ms", "iqr_ms",
     "baseline_p50_ms", "baseline_p90_ms", "baseline_iqr_ms", "speedup", "speedup_ci", "throughput",
     "baseline_throughput", "rounds", "peak_rss_mb", "call_rss_mb", "baseline_peak_rss_mb",
-    "baseline_call_rss_mb", "ideal_speedup",
+    "baseline_call_rss_mb", "ideal_speedup", "torch_kernels",
 }  # fmt: skip
 
 

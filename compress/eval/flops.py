@@ -37,6 +37,10 @@ def _attention(p, out) -> int:
 COUNTERS = {
     "linear": _linear,
     **dict.fromkeys(("mm", "addmm", "bmm", "baddbmm", "matmul"), _matmul),
+    # compress.kernels' integer matrix products: the same multiply-adds as the float one
+    **dict.fromkeys(
+        ("_int_mm", "_weight_int8pack_mm", "_weight_int4pack_mm", "_weight_int4pack_mm_for_cpu"), _matmul
+    ),
     **dict.fromkeys(("conv1d", "conv2d", "conv3d", "convolution", "_convolution"), _conv),
     **dict.fromkeys(
         (

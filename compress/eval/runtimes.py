@@ -183,6 +183,8 @@ def latency_row(
 ) -> dict:
     import torch
 
+    from compress.kernels import kernels_ran
+
     if not (cand.runnable and base.runnable):
         return unavailable_row(device, runtime, "no architecture (config.json) beside the checkpoint")
     if inputs is None:
@@ -210,6 +212,7 @@ def latency_row(
         run_b, run_c = runners
         timer = cuda_timer if device == "cuda" else cpu_timer
         pair = measure_pair(run_b.run, run_c.run, settings, timer, progress)
+        ran = kernels_ran(cand.module) if runtime == "torch" else {}
         # torch's allocator sees its own CUDA memory only; ONNX Runtime's is not visible to it.
         memory = cuda_during if (device, runtime) == ("cuda", "torch") else rss_during
         mem_b, mem_c = memory(run_b.run), memory(run_c.run)
@@ -241,4 +244,6 @@ def latency_row(
     }
     if run_b.info or run_c.info:
         row["onnx"] = {"baseline": run_b.info, "candidate": run_c.info}
+    if ran:
+        row["torch_kernels"] = ran
     return row
