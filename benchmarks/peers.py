@@ -24,6 +24,7 @@ round by round (one thread each: the machine is shared), medians and speedups ov
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -51,7 +52,11 @@ safetensors folder. Accuracy: perplexity on the built-in wiki text (test half), 
 causal-lm task through ONNX Runtime (OrtModule, the graph's logits) for every row, fp32 included;
 retention = fp32 ONNX perplexity / row perplexity (1 = as good as fp32, below 1 = worse). Latency: batch 1
 and 8 at 128 tokens, interleaved round by round, one thread, medians; the graphs return all 262k logits
-per token, so batch 8 writes a 1 GB output, which is part of what a user of such a graph pays.
+per token, so batch 8 writes a 1 GB output, which is part of what a user of such a graph pays; the
+sessions run without ONNX Runtime's memory arena, so eight such outputs are not all kept in memory.
+fp32-untied is the float export as TorchScript writes it, with the tied embedding stored twice (a
+transposed copy for lm_head); fp32 stores it once and feeds lm_head from a Transpose of the table.
+NNCF static INT8 calibrates on 32 wiki-train texts of 128 tokens here (64 on MiniLM), to bound its time.
 """
 
 # compress rows: (row name, `compress quantize` arguments); one line adds a row to that model's table.
@@ -87,7 +92,12 @@ def cli_quantize(bench: Bench, name: str, args: list[str]) -> tuple[Path, float]
     out = bench.out / name
     cli = [sys.executable, "-c", "from compress.cli import main; main()", "quantize", str(bench.source)]
     started = time.perf_counter()
-    subprocess.run([*cli, *args, "--export", "onnx", "-o", str(out), "--no-eval", "-q"], check=True)
+    done = subprocess.run(
+        [*cli, *args, "--export", "onnx", "-o", str(out), "--no-eval", "-q"], capture_output=True, text=True
+    )
+    if done.returncode:  # the CLI's own one-sentence reason, for the row
+        lines = [line.strip() for line in done.stderr.splitlines() if line.strip()] or ["no message"]
+        raise RuntimeError(f"compress quantize exit {done.returncode}: {lines[-1]}")
     return out / "model.onnx", time.perf_counter() - started
 
 
@@ -221,7 +231,8 @@ def timings(bench: Bench, base: Model, graphs: dict[str, Path]) -> dict[str, dic
     """Median latency of every graph per shape, interleaved round by round."""
     from compress.onnx import open_session, session_feeds
 
-    sessions = {name: open_session(path, "cpu", THREADS) for name, path in graphs.items()}
+    arena = bench.key != "gemma"  # Gemma: eight sessions with 1 GB outputs each would keep 1 GB apiece
+    sessions = {name: open_session(path, "cpu", THREADS, arena=arena) for name, path in graphs.items()}
     out: dict[str, dict] = {name: {} for name in graphs}
     for batch, seq in bench.shapes:
         inputs = latency_inputs(base, batch, seq)
@@ -276,7 +287,7 @@ def run_bench(bench: Bench, accuracy: Callable[[Bench, Model], Callable[[Path], 
             graphs[name], own = build()
             seconds[name] = own if name.startswith(("compress", "fp32")) else own + export_s
         except Exception as exc:  # a tool that fails on this model is reported, not hidden
-            failed[name] = f"failed: {(str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]}"
+            failed[name] = f"failed: {(str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]}"
             print(name, failed[name], flush=True)
     score = accuracy(bench, base)
     rows = []
@@ -293,10 +304,13 @@ def run_bench(bench: Bench, accuracy: Callable[[Bench, Model], Callable[[Path], 
             row.update(score(path))
         rows.append(row)
         print(row, flush=True)
+    (bench.out / "rows.json").write_text(json.dumps(rows, indent=1))  # in case timing fails
+    base.module = None  # free the torch model before opening the sessions
     with benchmark_lock():
         timed = timings(bench, base, graphs)
     for row in rows:
         row.update(timed.get(row["row"], {}))
+    (bench.out / "rows.json").write_text(json.dumps(rows, indent=1))
     return rows
 
 
@@ -370,7 +384,6 @@ def render(rows: list[dict], notes: list[str], partial: bool) -> str:
 def time_only() -> None:
     """Time the MiniLM graphs a previous run left in WORK/peers and fill the committed table's
     latency columns (for when the accuracy part ran but the lock was not had in time)."""
-    import json
 
     from common import RESULTS
 
