@@ -355,9 +355,11 @@ def section(rows: list[dict], extra: tuple[list[str], list[str]]) -> str:
         "b8 speedup",
     ]
     keys = ["model", "row", "kernels", "size_ratio", *extra[1], "b1_ms", "b1_speedup", "b8_ms", "b8_speedup"]
-    for row in rows:
-        row.setdefault("size_mb", row["bytes"] / 1e6 if "bytes" in row else None)
-    table = [[r.get(k) for k in keys] + [r.get("compress_s")] for r in rows]
+
+    def cell(row: dict, key: str):
+        return row["bytes"] / 1e6 if key == "size_mb" and "bytes" in row else row.get(key)
+
+    table = [[cell(r, k) for k in keys] + [r.get("compress_s")] for r in rows]
     return markdown_table([*headers, "compress s"], table)
 
 
