@@ -87,6 +87,8 @@ class Bench:
     calib_samples: int = 64
     ppl_tokens: int = 2048
     reuse_fp32: bool = False
+    reuse: bool = False  # every graph an earlier run left, not only fp32
+    rows: set[str] | None = None  # None: every row
 
 
 def cli_quantize(bench: Bench, name: str, args: list[str]) -> tuple[Path, float]:
@@ -309,6 +311,13 @@ def run_bench(bench: Bench, accuracy: Callable[[Bench, Model], Callable[[Path], 
     if bench.key == "gemma":  # the export before the tied embedding was stored once, for comparison
         builders["fp32-untied"] = lambda: (untied(bench, graphs["fp32"]), seconds["fp32"])
     for name, build in builders.items():
+        if bench.rows is not None and name not in bench.rows:
+            failed[name] = "not run (left out with --rows)"
+            continue
+        reused = bench.out / name / "model.onnx"
+        if bench.reuse and reused.exists():  # a graph an earlier run left: its time is not measured
+            graphs[name], seconds[name] = reused, None
+            continue
         try:
             graphs[name], own = build()
             seconds[name] = own if name.startswith(("compress", "fp32")) else own + export_s
@@ -321,7 +330,7 @@ def run_bench(bench: Bench, accuracy: Callable[[Bench, Model], Callable[[Path], 
     for name in ["fp32", *builders]:
         row: dict = {"model": bench.label, "row": name}
         if name in failed:
-            row.update(kernels=failed[name], status=failed[name])
+            row.update(kernels=failed[name], status=failed[name])  # kept in the table, not dropped
         else:
             path = graphs[name]
             row.update(kernels=kernels(path), status="ok", compress_s=seconds[name])
@@ -345,7 +354,9 @@ def minilm() -> list[dict]:
     return run_bench(bench, minilm_accuracy)
 
 
-def gemma(quick: bool = False, reuse_fp32: bool = False) -> tuple[list[dict], Bench]:
+def gemma(
+    quick: bool = False, reuse_fp32: bool = False, reuse: bool = False, rows: set[str] | None = None
+) -> tuple[list[dict], Bench]:
     """Gemma-3-270M: every row, perplexity through ONNX Runtime, latency at batch 1 and 8. Batch 8
     of a 270M model with a 262k vocabulary takes seconds per call on one thread, hence a smaller
     budget and fewer minimum rounds than MiniLM; the rounds run are in the table."""
@@ -360,7 +371,9 @@ def gemma(quick: bool = False, reuse_fp32: bool = False) -> tuple[list[dict], Be
         min_rounds=1 if quick else 2,
         calib_samples=4 if quick else 16,
         ppl_tokens=512 if quick else 1024,
-        reuse_fp32=reuse_fp32,
+        reuse_fp32=reuse_fp32 or reuse,
+        reuse=reuse,
+        rows=rows,
     )
     return run_bench(bench, gemma_accuracy), bench
 
@@ -436,6 +449,8 @@ def main() -> None:
     parser.add_argument("--gemma", action="store_true", help="Gemma-3-270M only (same as --models gemma)")
     parser.add_argument("--quick", action="store_true", help="small limits, to check a change end to end")
     parser.add_argument("--reuse-fp32", action="store_true", help="Gemma: the fp32 export the last run left")
+    parser.add_argument("--reuse", action="store_true", help="Gemma: every graph the last run left")
+    parser.add_argument("--rows", help="Gemma: only these rows (comma-separated; fp32 always runs)")
     parser.add_argument("--time-only", action="store_true", help="time the MiniLM graphs of the last run")
     args = parser.parse_args()
     if args.time_only:
@@ -449,12 +464,13 @@ def main() -> None:
     if "minilm" in models:
         rows += minilm()
     if "gemma" in models:
-        more, _ = gemma(args.quick, args.reuse_fp32)
+        wanted = set(args.rows.split(",")) if args.rows else None
+        more, _ = gemma(args.quick, args.reuse_fp32, args.reuse, wanted)
         rows += more
-    if any(r["row"] == "fp32" and r.get("compress_s") is None for r in rows):
+    if any(r["status"] == "ok" and r.get("compress_s") is None for r in rows if "status" in r):
         notes.append(
-            "The fp32 export was reused from an earlier run (--reuse-fp32): its time is not measured, "
-            "and the peers' compress s leave it out (their own step only; compress rows include export)."
+            "Graphs with no compress s were reused from an earlier run (--reuse-fp32 / --reuse): their time "
+            "is not measured, and with fp32 reused the peers' compress s leave the float export out."
         )
     gemma_apart = "gemma" not in models
     if gemma_apart:
