@@ -113,7 +113,7 @@ def fp32_export(bench: Bench, base: Model) -> tuple[Path, float | None]:
         return bench.out / "fp32" / "model.onnx", None
     sample, _ = export_samples(None)(base)
     started = time.perf_counter()
-    graph = export_onnx(base.module, sample, bench.out / "fp32")
+    graph = export_onnx(base.module, sample, bench.out / "fp32", share_tied=bench.key == "gemma")
     return graph.path, time.perf_counter() - started
 
 

@@ -17,7 +17,7 @@ from compress.testing import write_tiny_llama
 def exported(tmp_path, tie: bool):
     model = cz.load(write_tiny_llama(tmp_path / f"llama-{tie}", tie=tie))
     sample, checks = export_samples(None)(model)
-    graph = export_onnx(model.module, sample, tmp_path / f"onnx-{tie}")
+    graph = export_onnx(model.module, sample, tmp_path / f"onnx-{tie}", share_tied=True)
     return model, sample, checks, graph
 
 

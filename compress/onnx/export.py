@@ -99,14 +99,15 @@ def export_onnx(
     *,
     opset: int = DEFAULT_OPSET,
     external_data_bytes: int = EXTERNAL_DATA_BYTES,
-    share_tied: bool = True,
+    share_tied: bool = False,
 ) -> OnnxExport:
     """Export `module` called with `inputs` (a dict of named tensors, a tensor, or a tuple) to
     `out_dir/model.onnx`. Raises Unsupported with torch's reason when the module cannot export.
 
     Use sample inputs with padding (a batch of texts of different lengths): a mask of all ones lets
     some architectures skip masking while tracing, and the graph would then ignore padding.
-    `share_tied` stores a tied embedding once (see share_tied_weights).
+    `share_tied` stores a tied embedding once (see share_tied_weights); off by default: on Gemma-3-270M
+    batch 8 x 128 ran 2x slower that way in a first, noisy measurement (benchmarks/results/peers-gemma.md).
     """
     import torch
 
