@@ -99,12 +99,15 @@ def export_onnx(
     *,
     opset: int = DEFAULT_OPSET,
     external_data_bytes: int = EXTERNAL_DATA_BYTES,
+    share_tied: bool = False,
 ) -> OnnxExport:
     """Export `module` called with `inputs` (a dict of named tensors, a tensor, or a tuple) to
     `out_dir/model.onnx`. Raises Unsupported with torch's reason when the module cannot export.
 
     Use sample inputs with padding (a batch of texts of different lengths): a mask of all ones lets
     some architectures skip masking while tracing, and the graph would then ignore padding.
+    `share_tied` stores a tied embedding once (see share_tied_weights); off by default: on Gemma-3-270M
+    batch 8 x 128 ran 2x slower that way in a first, noisy measurement (benchmarks/results/peers-gemma.md).
     """
     import torch
 
@@ -135,7 +138,8 @@ def export_onnx(
         finally:
             module.train(was_training)
         external = weight_bytes > external_data_bytes
-        if external:
+        shared = share_tied_weights(stage / ONNX_NAME, external) if share_tied else 0
+        if external and not shared:
             _move_weights_to_external_data(stage / ONNX_NAME)
     notes = sorted({str(w.message).splitlines()[0][:160] for w in caught if "legacy" not in str(w.message)})
     return OnnxExport(
@@ -161,6 +165,57 @@ def _move_weights_to_external_data(path: Path) -> None:
         all_tensors_to_one_file=True,
         location=path.name + ".data",
     )
+
+
+def share_tied_weights(path: Path, external: bool = False) -> int:
+    """Store a tied embedding once: TorchScript folds the tied lm_head into its own transposed copy of
+    the embedding table (Gemma-3-270M: 262k x 640 floats twice, 1.4 GB instead of 0.7 GB). A MatMul
+    whose weight equals the transpose of a Gather's table is fed from one Transpose of that table
+    instead; ONNX Runtime folds the Transpose when it loads the graph, so inference is unchanged.
+    Rewrites `path` when something was shared and returns how many weights were."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    tables = {n.input[0] for n in graph.node if n.op_type == "Gather" and n.input[0] in inits}
+    by_shape = {tuple(inits[t].dims): t for t in tables if len(inits[t].dims) == 2}
+    arrays: dict[str, Any] = {}
+
+    def array(name: str):
+        if name not in arrays:
+            arrays[name] = numpy_helper.to_array(inits[name])
+        return arrays[name]
+
+    shared: dict[str, str] = {}  # MatMul weight -> the table it is the transpose of
+    for node in graph.node:
+        weight = node.input[1] if node.op_type == "MatMul" and len(node.input) == 2 else None
+        if weight not in inits or weight in tables or len(inits[weight].dims) != 2:
+            continue
+        table = by_shape.get(tuple(reversed(inits[weight].dims)))
+        if table is not None and (weight in shared or np.array_equal(array(weight), array(table).T)):
+            shared[weight] = table
+    if not shared:
+        return 0
+    transposes = []
+    for table in sorted(set(shared.values())):
+        transposes.append(helper.make_node("Transpose", [table], [f"{table}.T"], perm=[1, 0]))
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in shared:
+                node.input[i] = f"{shared[name]}.T"
+    still_used = {name for node in graph.node for name in node.input}
+    kept = [i for i in graph.initializer if i.name not in shared or i.name in still_used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = transposes + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    location = path.name + ".data" if external else None
+    onnx.save_model(model, str(path), save_as_external_data=external, location=location)
+    return len(shared)
 
 
 def supplied_onnx(folder: Path | None) -> OnnxExport | None:

@@ -25,11 +25,13 @@ def provider_for(device: str) -> str:
     return provider
 
 
-def open_session(path: str | Path, device: str = "cpu", threads: int | None = None):
-    """An InferenceSession on `device` with `threads` intra-op threads (None: onnxruntime's default)."""
+def open_session(path: str | Path, device: str = "cpu", threads: int | None = None, *, arena: bool = True):
+    """An InferenceSession on `device` with `threads` intra-op threads (None: onnxruntime's default).
+    `arena=False` returns freed buffers to the system (many sessions of a large model side by side)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = arena
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
