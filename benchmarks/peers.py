@@ -8,7 +8,10 @@
 Every row is an ONNX graph run by ONNX Runtime's CPU provider with the same thread count:
 - fp32: the baseline's float export (compress.onnx.export_onnx), the reference for speed and size;
 - compress-int8-dynamic: `compress quantize --scheme int8 --activations dynamic --export onnx`
-  (7-bit weights, per-token 8-bit activations, MatMulIntegerToFloat);
+  (7-bit weights, per-token 8-bit activations, MatMulIntegerToFloat); -smoothquant adds `--smooth
+  0.5` (SmoothQuant factors calibrated on the same texts as NNCF's static row);
+- compress-int8-static: `--activations static` (calibrated per-tensor uint8 ranges, SmoothQuant 0.5,
+  QuantizeLinear + MatMulIntegerToFloat); -qdq: the same as QuantizeLinear/DequantizeLinear pairs;
 - compress-int4: `compress quantize --scheme int4 --export onnx` (RTN, group 128, MatMulNBits);
 - ort-dynamic-per-tensor / -per-channel: onnxruntime.quantization.quantize_dynamic (after
   quant_pre_process, as its guide asks) on the fp32 export;
@@ -54,19 +57,28 @@ retention = fp32 ONNX perplexity / row perplexity (1 = as good as fp32, below 1 
 and 8 at 128 tokens, interleaved round by round, one thread, medians; the graphs return all 262k logits
 per token, so batch 8 writes a 1 GB output, which is part of what a user of such a graph pays; the
 sessions run without ONNX Runtime's memory arena, so eight such outputs are not all kept in memory.
-fp32-untied is the float export as TorchScript writes it, with the tied embedding stored twice (a
-transposed copy for lm_head); fp32 stores it once and feeds lm_head from a Transpose of the table.
+fp32 is the float export as TorchScript writes it, with the tied embedding stored twice (a transposed
+copy for lm_head); fp32-tied-once stores it once and feeds lm_head from a Transpose of the table
+(`export_onnx(share_tied=True)`, off by default).
 NNCF static INT8 calibrates on 16 wiki-train texts of 128 tokens here (64 on MiniLM), to bound its time.
 """
 
+# Calibration of the data-aware compress rows: the same texts and amount as NNCF's static INT8 row.
+MINILM_CALIB = ["--calib", "wiki-train", "--calib-samples", "64", "--calib-seq-len", "128"]
+GEMMA_CALIB = ["--calib", "wiki-train", "--calib-samples", "16", "--calib-seq-len", "128"]
 # compress rows: (row name, `compress quantize` arguments); one line adds a row to that model's table.
 COMPRESS_ROWS: dict[str, list[tuple[str, list[str]]]] = {
     "minilm": [
         ("compress-int8-dynamic", ["--activations", "dynamic"]),
+        ("compress-int8-dynamic-smoothquant", ["--activations", "dynamic", "--smooth", "0.5", *MINILM_CALIB]),
+        ("compress-int8-static", ["--activations", "static", *MINILM_CALIB]),
+        ("compress-int8-static-qdq", ["--activations", "static", "--onnx-format", "qdq", *MINILM_CALIB]),
         ("compress-int4", ["--scheme", "int4"]),
     ],
     "gemma": [
         ("compress-int8-dynamic", ["--activations", "dynamic"]),
+        ("compress-int8-dynamic-smoothquant", ["--activations", "dynamic", "--smooth", "0.5", *GEMMA_CALIB]),
+        ("compress-int8-static", ["--activations", "static", *GEMMA_CALIB]),
         ("compress-int4", ["--scheme", "int4"]),
     ],
 }
@@ -113,27 +125,22 @@ def fp32_export(bench: Bench, base: Model) -> tuple[Path, float | None]:
         return bench.out / "fp32" / "model.onnx", None
     sample, _ = export_samples(None)(base)
     started = time.perf_counter()
-    graph = export_onnx(base.module, sample, bench.out / "fp32", share_tied=bench.key == "gemma")
+    graph = export_onnx(base.module, sample, bench.out / "fp32")
     return graph.path, time.perf_counter() - started
 
 
-def untied(bench: Bench, fp32: Path) -> Path:
-    """The fp32 graph as TorchScript writes it: lm_head reads its own transposed copy of the tied table
-    (the Transpose that share_tied_weights put in, folded back into an initializer)."""
-    import onnx
-    from onnx import numpy_helper
+def tied_once(bench: Bench, fp32: Path) -> Path:
+    """The fp32 graph with the tied embedding stored once (export_onnx(share_tied=True)): lm_head
+    reads a Transpose of the Gather table instead of its own transposed copy."""
+    import shutil
 
-    model = onnx.load(str(fp32))
-    graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
-    folded = [n for n in graph.node if n.op_type == "Transpose" and n.input[0] in inits]
-    for node in folded:
-        table = numpy_helper.to_array(inits[node.input[0]])
-        graph.initializer.append(numpy_helper.from_array(table.T.copy(), node.output[0]))
-        graph.node.remove(node)
-    folder = bench.out / "fp32-untied"
+    from compress.onnx.export import share_tied_weights
+
+    folder = bench.out / "fp32-tied-once"
     folder.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(folder / "model.onnx"))
+    shutil.copyfile(fp32, folder / "model.onnx")
+    if not share_tied_weights(folder / "model.onnx"):
+        raise RuntimeError("no tied weight found in the fp32 export")
     return folder / "model.onnx"
 
 
@@ -308,8 +315,8 @@ def run_bench(bench: Bench, accuracy: Callable[[Bench, Model], Callable[[Path], 
         "nncf-quantize": lambda: nncf_row(bench, graphs["fp32"], base, "quantize"),
         "nncf-compress-weights": lambda: nncf_row(bench, graphs["fp32"], base, "compress-weights"),
     }
-    if bench.key == "gemma":  # the export before the tied embedding was stored once, for comparison
-        builders["fp32-untied"] = lambda: (untied(bench, graphs["fp32"]), seconds["fp32"])
+    if bench.key == "gemma":  # the float export with the tied embedding stored once, for its size
+        builders["fp32-tied-once"] = lambda: (tied_once(bench, graphs["fp32"]), seconds["fp32"])
     for name, build in builders.items():
         if bench.rows is not None and name not in bench.rows:
             failed[name] = "not run (left out with --rows)"
