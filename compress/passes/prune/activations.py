@@ -63,11 +63,35 @@ def example_input(module, data: Any) -> Any:
     )
 
 
-def input_norms(module, layer_names: list[str], samples: list, progress=None) -> dict[str, Any]:
-    """L2 norm of each input feature (Linear) or input channel (Conv) of the named layers."""
+def run_hooked(
+    module, samples: list, handles: list, progress=None, label: str = "calibrating", after_each=None
+) -> None:
+    """Run each sample through `module` (no gradients, no key/value cache) while the hooks behind
+    `handles` record what they need; the hooks are removed afterwards whatever happens."""
     import torch
 
     from compress.eval.calls import call_module
+
+    if progress:
+        progress.start(label, total=len(samples))
+    try:
+        with torch.inference_mode():
+            for sample in samples:
+                call_module(module, without_cache(module, sample))
+                if after_each is not None:
+                    after_each()
+                if progress:
+                    progress.advance()
+    finally:
+        for handle in handles:
+            handle.remove()
+        if progress:
+            progress.done()
+
+
+def input_norms(module, layer_names: list[str], samples: list, progress=None) -> dict[str, Any]:
+    """L2 norm of each input feature (Linear) or input channel (Conv) of the named layers."""
+    import torch
 
     if not samples:
         raise BadInput("prune: activation-aware scores need calibration data; none was given.")
@@ -84,19 +108,7 @@ def input_norms(module, layer_names: list[str], samples: list, progress=None) ->
         return accumulate
 
     handles = [module.get_submodule(n).register_forward_hook(hook(n)) for n in layer_names]
-    if progress:
-        progress.start("calibrating", total=len(samples))
-    try:
-        with torch.inference_mode():
-            for sample in samples:
-                call_module(module, without_cache(module, sample))
-                if progress:
-                    progress.advance()
-    finally:
-        for h in handles:
-            h.remove()
-        if progress:
-            progress.done()
+    run_hooked(module, samples, handles, progress)
     missing = [n for n in layer_names if n not in sums]
     if missing:
         raise BadInput(f"prune: the calibration data never reached layer '{missing[0]}'.")

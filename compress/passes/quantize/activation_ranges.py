@@ -42,8 +42,7 @@ class InputRange:
 
 def measure_input_ranges(module, layer_names: list[str], data, progress=None) -> list[InputRange]:
     """Run the calibration samples through `module` and group the layers by the tensor they read."""
-    from compress.eval.calls import call_module
-    from compress.passes.prune.activations import without_cache
+    from compress.passes.prune.activations import run_hooked
 
     lows: dict[str, torch.Tensor] = {}
     highs: dict[str, torch.Tensor] = {}
@@ -63,25 +62,15 @@ def measure_input_ranges(module, layer_names: list[str], data, progress=None) ->
 
         return record
 
+    def next_batch() -> None:  # the groups are read off the first batch; ids are per forward
+        nonlocal groups
+        if groups is None:
+            groups = list(readers.values())
+        readers.clear()
+        seen.clear()
+
     hooks = [module.get_submodule(n).register_forward_pre_hook(hook(n)) for n in layer_names]
-    batches = data.batches(8)
-    if progress:
-        progress.start("calibrating activations", total=len(batches))
-    try:
-        with torch.inference_mode():
-            for batch in batches:
-                call_module(module, without_cache(module, batch))
-                if groups is None:
-                    groups = list(readers.values())
-                readers.clear()
-                seen.clear()
-                if progress:
-                    progress.advance()
-    finally:
-        for handle in hooks:
-            handle.remove()
-        if progress:
-            progress.done()
+    run_hooked(module, data.batches(8), hooks, progress, "calibrating activations", next_batch)
     missing = [n for n in layer_names if n not in lows]
     if missing:
         from compress.errors import BadInput
