@@ -9,9 +9,10 @@ by value) is rewritten to run on the stored integers:
   u8 x s8 kernel applies), MatMulIntegerToFloat with the int8 weight, its per-column scales and
   the row scales s. Layers reading the same tensor (Q, K, V) share one quantization of it.
 - INT8 with static activations: one QuantizeLinear per layer input with its calibrated scale and
-  zero point, then MatMulIntegerToFloat ("qoperator", the default: measured faster on ONNX
-  Runtime's CPU provider, see benchmarks/results/peers.md) or DequantizeLinear + MatMul on
-  DequantizeLinear'd weights ("qdq", which ONNX Runtime fuses back into integer kernels).
+  zero point, then MatMulIntegerToFloat ("qoperator", the default) or DequantizeLinear + MatMul
+  on DequantizeLinear'd weights ("qdq"). Both ran at the same speed on MiniLM (benchmarks/results/
+  peers.md), but ONNX Runtime turns QDQ back into integer kernels only around the MatMuls its
+  fusions recognise (a 2-D graph ran its QDQ pairs around a float Gemm), so qoperator is the default.
 - SmoothQuant factors (a layer's input_smooth): one Mul before the quantization of each input.
 - INT4 (weight-only): com.microsoft MatMulNBits with the packed codes, scales and zero points as
   stored (the stored form is MatMulNBits' layout).
