@@ -33,7 +33,8 @@ def quantize(
     `method`: rtn, mse, hqq (no data) or gptq, awq (calibration data: `data` is a path, a built-in
     text such as "wiki-train", a tensor or a list of samples; `calib` sets samples, seq_len and seed).
     `keep_int8` keeps the layers it names at INT8 in an INT4 run; `exclude` keeps them in float.
-    Method settings (damp, act_order, clip) pass through as keywords. `backend="nncf"` writes an
+    Method settings (damp, act_order, clip) and SmoothQuant's `smooth` (with `activations` dynamic
+    or static, on `data`) pass through as keywords. `backend="nncf"` writes an
     ONNX graph, not a model in memory: use `quantize_config(..., backend="nncf")` with
     `cz.compress_checkpoint` (or `compress quantize --backend nncf`).
 

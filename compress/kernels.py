@@ -224,8 +224,7 @@ def plan_for(module: Any, device: Any, dtype: Any) -> _Plan:
 def _run(name: str, t: dict[str, Any], module: Any, x: Any) -> Any:
     import torch
 
-    if getattr(module, "input_smooth", None) is not None:  # SmoothQuant factors, as in dequantized_forward
-        x = x * module.input_smooth.to(x.dtype)
+    x = module.smoothed_input(x)
     x2d = x.reshape(-1, module.in_features).contiguous()  # the kernels refuse strided inputs
     if name == INT8_DYNAMIC:
         out = int8_dynamic_matmul(x2d, t["weight_t"], t["scale"], module.bias)

@@ -96,9 +96,12 @@ class QuantLinear(_QuantizedWeight):
 
         return quant_linear_forward(self, x)
 
+    def smoothed_input(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` times the SmoothQuant factors, if the layer has them (every kernel path starts here)."""
+        return x if self.input_smooth is None else x * self.input_smooth.to(x.dtype)
+
     def dequantized_forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_smooth is not None:
-            x = x * self.input_smooth.to(x.dtype)
+        x = self.smoothed_input(x)
         if self.activations == "dynamic":
             x = per_token_fake_quant(x)
         elif self.activations == "static":

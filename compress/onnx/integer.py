@@ -102,7 +102,8 @@ class _Rewriter:
         self.form = form
         self.nodes: list = []
         self.inits: list = []
-        self.quantized_inputs: dict[Any, tuple[str, str]] = {}  # codes and row scales, per input
+        self.quantized_inputs: dict[str, tuple[str, str]] = {}  # per-token codes and row scales, per input
+        self.static_inputs: dict[tuple, str] = {}  # static codes, per input and range
         self.smoothed_inputs: dict[tuple, str] = {}
         self.count = 0
 
@@ -143,11 +144,11 @@ class _Rewriter:
 
         smoothed = self.smoothed(x, target.smooth)
         key = (smoothed, target.input_scale, target.input_zero)
-        if key not in self.quantized_inputs:
+        if key not in self.static_inputs:
             scale = self.const("a_scale", np.array(target.input_scale, dtype=np.float32))
             zero = self.const("a_zp", np.array(target.input_zero, dtype=np.uint8))
-            self.quantized_inputs[key] = (self.node("QuantizeLinear", [smoothed, scale, zero]), "")
-        return self.quantized_inputs[key][0]
+            self.static_inputs[key] = self.node("QuantizeLinear", [smoothed, scale, zero])
+        return self.static_inputs[key]
 
     def per_token_codes(self, x: str) -> tuple[str, str]:
         """uint8 codes and per-row scales of tensor `x`, built once per tensor."""
