@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.formats.quantized import QuantizedTensor
+from compress.kernels import quant_linear_forward
 
 
 class _QuantizedWeight(nn.Module):
@@ -92,9 +93,7 @@ class QuantLinear(_QuantizedWeight):
             self.register_buffer(part, value.detach().float().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from compress.kernels import quant_linear_forward  # an integer kernel or dequantized_forward
-
-        return quant_linear_forward(self, x)
+        return quant_linear_forward(self, x)  # an integer kernel or dequantized_forward
 
     def smoothed_input(self, x: torch.Tensor) -> torch.Tensor:
         """`x` times the SmoothQuant factors, if the layer has them (every kernel path starts here)."""
