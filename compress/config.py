@@ -20,7 +20,7 @@ from compress.errors import BadInput
 T = TypeVar("T", bound="Settings")
 
 
-def _suggest(word: str, valid: list[str]) -> str:
+def suggest(word: str, valid: list[str]) -> str:
     close = difflib.get_close_matches(word, valid, n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -39,7 +39,7 @@ class Settings:
             if key not in fields:
                 valid = sorted(fields)
                 raise BadInput(
-                    f"{label}: unknown setting '{key}'{_suggest(key, valid)}; "
+                    f"{label}: unknown setting '{key}'{suggest(key, valid)}; "
                     f"valid settings: {', '.join(valid)}."
                 )
         values = {key: _coerce(value, hints[key], f"{label}.{key}") for key, value in data.items()}
@@ -89,7 +89,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if value not in args:
             shown = ", ".join(str(a) for a in args)
             raise BadInput(
-                f"{where}: unknown value '{value}'{_suggest(str(value), [str(a) for a in args])}; "
+                f"{where}: unknown value '{value}'{suggest(str(value), [str(a) for a in args])}; "
                 f"valid: {shown}."
             )
         return value

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from compress.config import Settings, _suggest
+from compress.config import Settings, suggest
 from compress.errors import BadInput
 from compress.report import Report, is_number
 
@@ -326,7 +326,7 @@ def metric_value(report: Report, path: str, where: str) -> float:
         known = report.metric_paths()
         shown = ", ".join(known[:12]) + (" ..." if len(known) > 12 else "")
         raise BadInput(
-            f"gate rule on '{path}': {where} has no such metric{_suggest(path, known)}; "
+            f"gate rule on '{path}': {where} has no such metric{suggest(path, known)}; "
             f"metrics it has: {shown}."
         )
     if not is_number(value):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compress.config import PassConfig, Settings, _suggest
+from compress.config import PassConfig, Settings, suggest
 from compress.errors import BadInput
 from compress.eval.latency import LatencySettings
 from compress.gate import Rule
@@ -181,7 +181,7 @@ def _parse(loc: Located, default_name: str) -> Recipe:
         if key not in TOP_KEYS:
             raise loc.error(
                 str(key),
-                f"unknown key '{key}'{_suggest(str(key), list(TOP_KEYS))}; "
+                f"unknown key '{key}'{suggest(str(key), list(TOP_KEYS))}; "
                 f"valid keys: {', '.join(TOP_KEYS)}.",
             )
     version = data.get("version", RECIPE_VERSION)
@@ -241,7 +241,7 @@ def _passes(loc: Located, items: Any) -> list[PassConfig]:
         if kind not in kinds and kind not in broken_passes():
             raise loc.error(
                 f"{where}.kind",
-                f"{where}: unknown pass kind '{kind}'{_suggest(kind, kinds)}; installed passes: "
+                f"{where}: unknown pass kind '{kind}'{suggest(kind, kinds)}; installed passes: "
                 f"{', '.join(kinds)}.",
             )
         try:

@@ -365,8 +365,16 @@ def export_integer_onnx(
     return exported
 
 
+def activation_mode(module) -> str:
+    """How the quantized Linear layers of `module` round their inputs: static, dynamic or none."""
+    from compress.qmodules import QuantLinear
+
+    modes = {m.activations for m in module.modules() if isinstance(m, QuantLinear)}
+    return next((mode for mode in ("static", "dynamic") if mode in modes), "none")
+
+
 def export_quantized_folder(
-    folder: str | Path, activations: str = "none", inputs: Any = None, form: str = "qoperator"
+    folder: str | Path, activations: str | None = None, inputs: Any = None, form: str = "qoperator"
 ):
     """Write `folder/model.onnx` for the quantized checkpoint in `folder` and check it against torch.
 
@@ -387,6 +395,8 @@ def export_quantized_folder(
     model = load(folder)
     if not model.runnable:
         raise Unsupported(f"{folder}: has no config.json, so there is no model to export to ONNX.")
+    if activations is None:
+        activations = activation_mode(model.module)
     sample, checks = export_samples(inputs)(model)
     path = Path(folder) / ONNX_NAME
     export_integer_onnx(model.module, sample, path, activations, form)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from compress.config import PassConfig, _suggest
+from compress.config import PassConfig, suggest
 from compress.errors import BadInput
 from compress.registry import PassContext, PassResult, PassSpec
 from compress.targets import Targets
@@ -52,7 +52,7 @@ class PruneConfig(PassConfig):
         nm = self.n_m
         if nm is None and self.pattern not in PATTERNS:
             raise BadInput(
-                f"prune.pattern: unknown value '{self.pattern}'{_suggest(self.pattern, list(PATTERNS))}; "
+                f"prune.pattern: unknown value '{self.pattern}'{suggest(self.pattern, list(PATTERNS))}; "
                 "valid: unstructured, N:M (e.g. 2:4), neurons, heads, channels."
             )
         if nm is not None and not 0 < nm[0] < nm[1]:
