@@ -163,9 +163,9 @@ def ort_dynamic(bench: Bench, fp32: Path, per_channel: bool) -> tuple[Path, floa
 
 
 def calibration_feeds(base: Model, n: int) -> list[dict]:
-    from compress.calib import load_calibration
+    from compress.calibration import Calibration, draw
 
-    data = load_calibration("wiki-train", tokenizer=base.tokenizer, n_samples=n, seq_len=128)
+    data = draw(Calibration(samples=n, seq_len=128), base.tokenizer)
     feeds = []
     for sample in data.samples:
         ids = sample["input_ids"]

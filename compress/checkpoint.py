@@ -206,18 +206,8 @@ class StreamingWriter:
         self._entries.append((name, code, tuple(int(d) for d in shape), math.prod(shape) * _DTYPES[code][0]))
 
     def _open(self) -> None:
-        header: dict[str, object] = {}
-        if self.metadata:
-            header["__metadata__"] = self.metadata
-        offset = 0
-        for name, code, shape, nbytes in self._entries:
-            header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
-            offset += nbytes
-        raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-        raw += b" " * (-len(raw) % 8)  # the format aligns the data section to 8 bytes
         self._file = self.path.open("wb")
-        self._file.write(struct.pack("<Q", len(raw)))
-        self._file.write(raw)
+        self._file.write(header_bytes([(n, c, s) for n, c, s, _ in self._entries], self.metadata))
 
     def write(self, name: str, tensor) -> None:
         if self._file is None:
@@ -227,7 +217,7 @@ class StreamingWriter:
             raise RuntimeError(f"expected tensor {expected_name!r}, got {name!r}")
         if tuple(tensor.shape) != shape or dtype_code(tensor.dtype) != code:
             raise RuntimeError(f"tensor {name!r} does not match its declared shape or dtype")
-        data = _tensor_bytes(tensor)
+        data = tensor_bytes(tensor)
         if len(data) != nbytes:
             raise RuntimeError(f"tensor {name!r} has {len(data)} bytes, declared {nbytes}")
         self._file.write(data)
@@ -244,7 +234,23 @@ class StreamingWriter:
         self._file.close()
 
 
-def _tensor_bytes(tensor):
+def header_bytes(entries: list[tuple[str, str, tuple[int, ...]]], metadata: dict[str, str]) -> bytes:
+    """The length prefix and JSON header of a safetensors file whose tensors (name, dtype code,
+    shape) follow in this order, packed back to back."""
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = metadata
+    offset = 0
+    for name, code, shape in entries:
+        nbytes = math.prod(shape) * _DTYPES[code][0]
+        header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # the format aligns the data section to 8 bytes
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def tensor_bytes(tensor):
     """The tensor's bytes as a uint8 array over its own memory (no copy of a large weight)."""
     import torch
 

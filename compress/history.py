@@ -80,6 +80,8 @@ def model_sha256(report: Report) -> str:
     path = report.baseline.get("path")
     if path and Path(path).is_file():
         return sha256_file(Path(path))
+    if report.baseline.get("state_sha256"):  # a model built in code: the hash of its tensors
+        return report.baseline["state_sha256"]
     raise UnknownModel(
         "the report does not say which model the candidate was made from (no source_sha256, and its "
         f"baseline file {path!r} is not here)."

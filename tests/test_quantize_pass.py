@@ -63,7 +63,9 @@ def test_unknown_setting_lists_the_valid_ones():
     with pytest.raises(BadInput, match="unknown setting 'groupsize' \\(did you mean 'group_size'\\?\\)"):
         QuantizeConfig.from_dict({"groupsize": 32})
     with pytest.raises(BadInput, match="expected an integer"):
-        QuantizeConfig.from_dict({"group_size": "32"})
+        QuantizeConfig.from_dict({"scheme": "int4", "group_size": "32"})
+    with pytest.raises(BadInput, match="'group_size' applies to scheme int4"):
+        QuantizeConfig.from_dict({"scheme": "int8", "group_size": 32})
 
 
 def test_already_quantized_layer_is_refused():

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from compress.api import run_recipe
 from compress.checkpoint import SafetensorsFile
 from compress.cli import main
+from compress.plan import plan_run
 from compress.recipe import Recipe
-from compress.runner import RECIPE_FILE, plan_run, run_recipe
+from compress.writer import RECIPE_FILE
 from tests import fake_passes
 from tests.conftest import file_digest
 

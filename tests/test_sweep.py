@@ -205,7 +205,6 @@ def test_plot_is_inline_png_and_a_file(mlp_sweep, tmp_path):
     [
         ([], "no settings given"),
         ([42], r"settings\[0\]: expected pass settings"),
-        ([cz.Quantize(scheme="int4", group_size=24)], "not a power of two"),
         (["no/such/recipe.yaml"], "no/such/recipe.yaml"),
         ([[cz.Quantize(), cz.Prune(pattern="unstructured", sparsity=0.5)]], "pruning after quantization"),
     ],
@@ -216,6 +215,11 @@ def test_bad_settings_fail_before_any_work(settings, message, monkeypatch):
     monkeypatch.setattr(compress.model, "load", lambda *a, **k: pytest.fail("loaded before checking"))
     with pytest.raises(BadInput, match=message):
         cz.sweep(tiny_mlp(), settings, progress=False)
+
+
+def test_bad_settings_are_refused_when_made():
+    with pytest.raises(BadInput, match="not a power of two"):
+        cz.Quantize(scheme="int4", group_size=24)
 
 
 def test_names_must_match_the_settings():

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import compress as cz
-from compress.calib import load_calibration
+from compress.calibration import Calibration, draw
 from compress.errors import BadInput
 from compress.eval.data import load_text
 from compress.eval.tasks import Perplexity
@@ -67,9 +67,9 @@ def test_builtin_wiki_halves_do_not_overlap():
 
 def test_calibration_is_deterministic_and_checks_size(tmp_path):
     tok = tiny_tokenizer()
-    a = load_calibration("wiki-train", tokenizer=tok, n_samples=4, seq_len=32, seed=1)
-    b = load_calibration("wiki-train", tokenizer=tok, n_samples=4, seq_len=32, seed=1)
-    c = load_calibration("wiki-train", tokenizer=tok, n_samples=4, seq_len=32, seed=2)
+    a = draw(Calibration(samples=4, seq_len=32, seed=1), tok)
+    b = draw(Calibration(samples=4, seq_len=32, seed=1), tok)
+    c = draw(Calibration(samples=4, seq_len=32, seed=2), tok)
     assert all(torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(a.samples, b.samples, strict=True))
     assert any(
         not torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(a.samples, c.samples, strict=True)
@@ -78,18 +78,18 @@ def test_calibration_is_deterministic_and_checks_size(tmp_path):
     small = tmp_path / "small.txt"
     small.write_text("free money now")
     with pytest.raises(BadInput, match="fewer than one calibration sample"):
-        load_calibration(small, tokenizer=tok, n_samples=2, seq_len=32)
+        draw(Calibration(data=str(small), samples=2, seq_len=32), tok)
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(BadInput, match="is empty"):
-        load_calibration(tmp_path / "empty.txt", tokenizer=tok)
+        draw(Calibration(data=str(tmp_path / "empty.txt")), tok)
 
 
 def test_npz_calibration(tmp_path):
     import numpy as np
 
     np.savez(tmp_path / "x.npz", images=np.random.rand(10, 1, 16, 16).astype("float32"))
-    data = load_calibration(tmp_path / "x.npz", n_samples=4)
+    data = draw(Calibration(data=str(tmp_path / "x.npz"), samples=4))
     assert len(data) == 4 and data.samples[0].shape == (1, 1, 16, 16)
     np.savez(tmp_path / "e.npz", images=np.zeros((0, 3)))
     with pytest.raises(BadInput, match="empty"):
-        load_calibration(tmp_path / "e.npz")
+        draw(Calibration(data=str(tmp_path / "e.npz")))

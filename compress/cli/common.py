@@ -194,40 +194,43 @@ def eval_options(fn: Callable) -> Callable:
     return fn
 
 
-def evaluate_from_options(candidate: Any, baseline: Any, opts: dict, progress, inputs: Any = None) -> Any:
-    from compress.eval import evaluate
+def evaluation_from_options(opts: dict):
+    """The recipe's evaluation section from the evaluator's command-line options."""
     from compress.eval.latency import LatencySettings
+    from compress.eval.tasks import TaskOptions
+    from compress.recipe import Evaluation
 
-    settings = LatencySettings.from_dict(
-        {
-            "batch_size": opts["batch_size"],
-            "seq_len": opts["seq_len"],
-            "threads": opts["threads"],
-            "budget_s": opts["budget"],
-        }
-    )
-    history = open_history(opts, check=True)
-    report = evaluate(
-        candidate,
-        baseline,
+    return Evaluation(
         task=opts["task"],
         data=opts["data"],
         limit=opts["limit"],
         runtimes=split_list(opts["runtimes"]),
         devices=split_list(opts["devices"]),
-        latency=settings,
-        inputs=inputs,
-        task_options={
-            "window": opts["window"],
-            "stride": opts["stride"],
-            "max_tokens": opts["max_tokens"],
-            "text_column": opts["text_column"],
-            "label_column": opts["label_column"],
-        },
-        progress=progress,
+        latency=LatencySettings(
+            batch_size=opts["batch_size"],
+            seq_len=opts["seq_len"],
+            threads=opts["threads"],
+            budget_s=opts["budget"],
+        ),
+        task_options=TaskOptions(
+            window=opts["window"],
+            stride=opts["stride"],
+            max_tokens=opts["max_tokens"],
+            text_column=opts["text_column"],
+            label_column=opts["label_column"],
+        ),
     )
+
+
+def evaluate_from_options(candidate: Any, baseline: Any, opts: dict, progress) -> Any:
+    """`compress eval`: the evaluation the options describe, recorded in the history they name."""
+    from compress.eval import evaluate
+
+    history = open_history(opts, check=True)
+    arguments = evaluation_from_options(opts).arguments()
+    report = evaluate(candidate, baseline, **arguments, progress=progress, history=None)
     if history is not None:
-        history.append(report, command=click.get_current_context().info_name or "eval")
+        history.append(report, command="eval")
     return report
 
 

@@ -35,6 +35,7 @@ def evaluate(
     inputs: Any = None,
     task_options: TaskOptions | dict | None = None,
     progress=None,
+    history: Any = "default",
 ) -> Report:
     """Compare a candidate with its baseline and return a Report.
 
@@ -45,6 +46,8 @@ def evaluate(
     `task_options` (a TaskOptions or a dict of its fields): text length, causal-lm window and stride.
     `task`: auto, classification, embedding, causal-lm, fidelity, or a Task from eval.tasks.pick_task.
     `progress`: True for plain text progress (fine in a notebook), or a compress.progress.Progress.
+    `history`: the compress.history.History the report is appended to, as the CLI does: "default"
+    (COMPRESS_HISTORY or .compress/history.db), or None to keep no record.
 
     Example:
         >>> import compress as cz
@@ -77,19 +80,11 @@ def evaluate(
     else:
         accuracy = chosen.run(base, cand, progress=progress)
 
-    graphs = OnnxGraphs(export_samples(inputs))
-    try:
-        rows = [
-            latency_row(cand, base, device, runtime, settings, inputs, graphs, progress)
-            for device in devices
-            for runtime in runtimes
-        ]
-    finally:
-        graphs.close()
-    notes += graphs.notes
+    rows, latency_notes = _latency_rows(cand, base, devices, runtimes, settings, inputs, progress)
+    notes += latency_notes
     sparsity, compute = structure_sections(cand, base, settings, inputs)
     notes += annotate_latency(rows, compute, sparsity)
-    return Report(
+    report = Report(
         candidate=describe(cand, getattr(candidate, "recipe", None)),
         baseline=describe(base),
         size=size_section(cand, base),
@@ -101,6 +96,32 @@ def evaluate(
         environment=environment(settings.threads),
         notes=notes,
     )
+    _record(report, history)
+    return report
+
+
+def _latency_rows(cand, base, devices, runtimes, settings, inputs, progress) -> tuple[list[dict], list[str]]:
+    """One latency row per device and runtime (each model's ONNX graph exported once for all)."""
+    graphs = OnnxGraphs(export_samples(inputs))
+    try:
+        rows = [
+            latency_row(cand, base, device, runtime, settings, inputs, graphs, progress)
+            for device in devices
+            for runtime in runtimes
+        ]
+    finally:
+        graphs.close()
+    return rows, graphs.notes
+
+
+def _record(report: Report, history: Any) -> None:
+    if history is None or history is False:
+        return
+    if history == "default":
+        from compress.history import History
+
+        history = History()
+    history.append(report, command="evaluate")
 
 
 def _as_model(source: Any, progress) -> Model:
@@ -123,7 +144,22 @@ def describe(model: Model, recipe: list[dict] | None = None) -> dict:
         "source_sha256": info.source_sha256 if info else None,
         "stats": info.stats if info else {},
         **({"backend": model.backend} if model.backend else {}),
+        **({"state_sha256": state_sha256(model.module)} if model.checkpoint is None and model.module else {}),
     }
+
+
+def state_sha256(module) -> str:
+    """A model built in code has no file to hash: the hash of its tensors (names, dtypes, shapes,
+    values) keys it in the history instead."""
+    import hashlib
+
+    from compress.checkpoint import tensor_bytes
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor_bytes(tensor))
+    return digest.hexdigest()
 
 
 def check_compatible(cand: Model, base: Model) -> None:

@@ -183,7 +183,7 @@ def latency_row(
 ) -> dict:
     import torch
 
-    from compress.kernels import kernels_ran
+    from compress.qmodules import kernels_ran
 
     if not (cand.runnable and base.runnable):
         return unavailable_row(device, runtime, "no architecture (config.json) beside the checkpoint")

@@ -108,11 +108,12 @@ def densify(name: str, values: torch.Tensor, packed: torch.Tensor, meta: dict) -
 
 
 def _inner_codec(inner: dict, name: str):
-    from compress.formats import CODECS
+    """The codec of the encoding inside a sparse weight: INT8 codes only (INT4 is packed already)."""
+    from compress.formats.quantized import QuantizedTensor
 
     if inner.get("scheme") != "int8":
         raise BadInput(f"sparse weight '{name}': unsupported inner encoding '{inner.get('scheme')}'.")
-    return CODECS["int8"]
+    return QuantizedTensor
 
 
 def sparsify_state(tensors: dict, encoded: dict[str, dict]) -> tuple[dict, dict[str, dict]]:

@@ -16,14 +16,13 @@ import math
 from dataclasses import dataclass
 
 from compress.errors import BadInput, Unsupported
-from compress.passes.prune import PruneConfig
+from compress.passes.prune.config import PruneConfig
+from compress.passes.prune.reproduce import check_reproduces, main_output_of
 from compress.passes.prune.trace import Analysis, Group
 from compress.registry import PassContext, PassResult
 
+
 # Relative difference allowed between the pruned model and the masked original (float rounding).
-TOLERANCE = 1e-4
-
-
 @dataclass
 class Plan:
     """Which units of which groups stay; applies to any copy of the traced module."""
@@ -87,7 +86,7 @@ def prune_structured(module, cfg: PruneConfig, ctx: PassContext) -> PassResult:
     plan, sample = make_plan(module, cfg, ctx)
     plan.mask(module)  # the removed columns go anyway: masking in place costs no copy
     with torch.inference_mode():
-        reference = _main(module, sample)
+        reference = main_output_of(module, sample)
     changes = plan.apply(module, cfg)
     check_reproduces(module, sample, reference)
     config = rewrite_config(module, plan, sample, reference)
@@ -150,8 +149,8 @@ def importance(groups: list[Group], module, cfg: PruneConfig, ctx: PassContext) 
     """One score per unit of each group; larger is more important."""
     import torch
 
-    from compress.passes.prune.activations import input_norms, sample_list
     from compress.resize import get_tensor
+    from compress.statistics import input_norms, sample_list
 
     norms = {}
     if cfg.method == "activation":
@@ -224,7 +223,7 @@ def recalibrate_batch_norms(module, data) -> int:
     import torch
 
     from compress.eval.calls import call_module
-    from compress.passes.prune.activations import sample_list
+    from compress.statistics import sample_list
 
     norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     samples = sample_list(data)
@@ -255,35 +254,3 @@ def _complement(kept, size: int):
     mask = torch.ones(size, dtype=torch.bool)
     mask[kept] = False
     return torch.nonzero(mask).reshape(-1)
-
-
-def _main(module, sample):
-    from compress.eval.calls import call_module, main_output
-
-    return main_output(call_module(module, sample)).float()
-
-
-def check_reproduces(module, sample, reference) -> None:
-    """The pruned model must give the masked original's outputs; else the analysis missed something."""
-    import torch
-
-    try:
-        with torch.inference_mode():
-            out = _main(module, sample)
-    except RuntimeError as exc:
-        raise Unsupported(
-            f"prune: the pruned {type(module).__name__} fails to run ({str(exc).splitlines()[0]}); its code "
-            "computes a size from its configuration, which the dependency analysis cannot see."
-        ) from None
-    diff = relative_difference(out, reference)
-    if diff > TOLERANCE:
-        raise Unsupported(
-            f"prune: the pruned {type(module).__name__} differs from the masked original (relative "
-            f"difference {diff:.2e}); the dependency analysis missed a coupling in this architecture."
-        )
-
-
-def relative_difference(a, b) -> float:
-    if a.shape != b.shape:
-        return math.inf
-    return float((a - b).abs().max() / b.abs().max().clamp(min=1e-6))

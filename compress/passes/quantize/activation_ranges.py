@@ -42,7 +42,7 @@ class InputRange:
 
 def measure_input_ranges(module, layer_names: list[str], data, progress=None) -> list[InputRange]:
     """Run the calibration samples through `module` and group the layers by the tensor they read."""
-    from compress.passes.prune.activations import run_hooked
+    from compress.statistics import run_hooked
 
     lows: dict[str, torch.Tensor] = {}
     highs: dict[str, torch.Tensor] = {}
