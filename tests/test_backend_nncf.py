@@ -17,6 +17,7 @@ from compress.cli import main
 from compress.errors import BadInput
 from compress.eval.text import tokenize
 from compress.runner import run_recipe
+from tests.conftest import assert_measured_latency
 
 TEXTS = ["the quick brown fox", "a longer sentence with padding in the batch", "hello"]
 
@@ -81,7 +82,7 @@ evaluate:
     assert report.size["ratio"] < 0.8 and report.size["measured"].startswith("ONNX graph")
     rows = {r["runtime"]: r for r in report.latency}
     assert rows["torch"]["status"] == "unavailable" and "only as an ONNX graph" in rows["torch"]["reason"]
-    assert rows["onnxruntime"]["status"] == "ok" and rows["onnxruntime"]["speedup"] > 0
+    assert_measured_latency(rows["onnxruntime"], min_rounds=3)
     assert report.accuracy.value is not None and report.tensors == []
 
 
