@@ -76,7 +76,10 @@ evaluate:
     ops = op_types(graph)
     assert "MatMulNBits" in ops or "DequantizeLinear" in ops
     assert "Gather" in ops  # the embedding lookup stays float, as compress leaves embeddings by default
-    assert agreement(tiny_bert, tmp_path / "int4") > 0.9
+    # The tiny random BERT's output is dominated by its embeddings and residual path: zeroing every
+    # Linear weight still agrees at 0.99917. NNCF INT4 g32 measured 0.99999 (weight-only, float
+    # activations: no CPU-dependent saturation), so a bound between the two catches a broken graph.
+    assert agreement(tiny_bert, tmp_path / "int4") > 0.9998
     report = result.report
     assert report.candidate["backend"]["name"] == "nncf"
     assert report.size["ratio"] < 0.8 and report.size["measured"].startswith("ONNX graph")
