@@ -205,4 +205,6 @@ def _from_npz(path: Path, n_samples: int, seed: int) -> CalibrationData:
     else:
         samples = [{name: take(a, i) for name, a in arrays.items()} for i in order]
     notes = [] if count >= n_samples else [f"{path} has {count} samples, fewer than {n_samples} asked"]
-    return CalibrationData(str(path), samples, None, seed, notes)
+    first = next(iter(arrays.values()))
+    tokens = first.ndim == 2 and first.dtype.kind in "iu"  # token ids: [samples, seq_len]
+    return CalibrationData(str(path), samples, int(first.shape[1]) if tokens else None, seed, notes)

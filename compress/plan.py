@@ -118,7 +118,7 @@ def plan_run(
     root = _cache_root(cache) if weights is not None and samples is None else None
     key = digest
     for step in steps:
-        key = step_key(key, step.config)
+        key = step_key(key, step.config, _data_digest(step, recipe) if root else None)
         step.key = key
         step.folder = root / key if root else None
     _choose_roads(steps, out)
@@ -136,15 +136,32 @@ def _with_data(recipe: Recipe, data: str) -> Recipe:
     return recipe.replace(passes=passes, calibration=recipe.calibration_settings.replace(data=data))
 
 
-def step_key(previous: str, cfg: PassConfig) -> str:
-    """The content address of a pass's result: the previous result's address and this pass's
-    effective settings, with the compress and format versions."""
+def step_key(previous: str, cfg: PassConfig, data_sha256: str | None = None) -> str:
+    """The content address of a pass's result: the previous result's address, this pass's effective
+    settings and the content of the calibration file it reads, with the compress and format versions."""
     from compress.formats import FORMAT_VERSION
     from compress.history import canonical_sha256
 
     return canonical_sha256(
-        {"previous": previous, "pass": cfg.to_dict(), "compress": __version__, "format": FORMAT_VERSION}
+        {
+            "previous": previous,
+            "pass": cfg.to_dict(),
+            "data": data_sha256,
+            "compress": __version__,
+            "format": FORMAT_VERSION,
+        }
     )
+
+
+def _data_digest(step: Step, recipe: Recipe) -> str | None:
+    """The sha256 of the calibration file a pass reads (a built-in text changes only with compress)."""
+    from compress.checkpoint import sha256_file
+
+    if not step.takes_data:
+        return None
+    settings = getattr(step.config, "calibration", None) or recipe.calibration_settings
+    path = Path(settings.data)
+    return sha256_file(path) if path.is_file() else None
 
 
 def default_output_dir(source: str | Path, label: str) -> Path:

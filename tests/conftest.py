@@ -75,3 +75,19 @@ def file_digest(path: Path) -> str:
     from compress.checkpoint import sha256_file
 
     return sha256_file(path)
+
+
+def assert_measured_latency(row: dict, min_rounds: int) -> None:
+    """A measured latency row is consistent with itself: the speedup is baseline p50 / candidate p50, the
+    throughput is batch / p50, and at least `min_rounds` interleaved rounds were timed. (Tests never bound
+    the times themselves: they depend on the machine.)"""
+    import pytest
+
+    assert row["status"] == "ok", row.get("reason")
+    assert 0 < row["p50_ms"] <= row["p90_ms"] and 0 < row["baseline_p50_ms"] <= row["baseline_p90_ms"]
+    assert row["speedup"] == pytest.approx(row["baseline_p50_ms"] / row["p50_ms"])
+    assert row["throughput"] == pytest.approx(row["batch_size"] * 1e3 / row["p50_ms"])
+    assert row["baseline_throughput"] == pytest.approx(row["batch_size"] * 1e3 / row["baseline_p50_ms"])
+    assert row["rounds"] >= min_rounds
+    low, high = row["speedup_ci"]
+    assert low <= high

@@ -17,6 +17,7 @@ from compress.api import run_recipe
 from compress.cli import main
 from compress.errors import BadInput
 from compress.eval.text import tokenize
+from tests.conftest import assert_measured_latency
 
 TEXTS = ["the quick brown fox", "a longer sentence with padding in the batch", "hello"]
 
@@ -75,13 +76,16 @@ evaluate:
     ops = op_types(graph)
     assert "MatMulNBits" in ops or "DequantizeLinear" in ops
     assert "Gather" in ops  # the embedding lookup stays float, as compress leaves embeddings by default
-    assert agreement(tiny_bert, tmp_path / "int4") > 0.9
+    # The tiny random BERT's output is dominated by its embeddings and residual path: zeroing every
+    # Linear weight still agrees at 0.99917. NNCF INT4 g32 measured 0.99999 (weight-only, float
+    # activations: no CPU-dependent saturation), so a bound between the two catches a broken graph.
+    assert agreement(tiny_bert, tmp_path / "int4") > 0.9998
     report = result.report
     assert report.candidate["backend"]["name"] == "nncf"
     assert report.size["ratio"] < 0.8 and report.size["measured"].startswith("ONNX graph")
     rows = {r["runtime"]: r for r in report.latency}
     assert rows["torch"]["status"] == "unavailable" and "only as an ONNX graph" in rows["torch"]["reason"]
-    assert rows["onnxruntime"]["status"] == "ok" and rows["onnxruntime"]["speedup"] > 0
+    assert_measured_latency(rows["onnxruntime"], min_rounds=3)
     assert report.accuracy.value is not None and report.tensors == []
 
 

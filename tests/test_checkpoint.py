@@ -35,12 +35,29 @@ def test_round_trip_every_dtype_and_readable_by_safetensors(tmp_path):
 
 
 def test_streaming_writer_checks_declared_order_and_shapes(tmp_path):
-    writer = StreamingWriter(tmp_path / "s.safetensors")
+    path = tmp_path / "s.safetensors"
+    writer = StreamingWriter(path, {"k": "v"})
     writer.declare("a", "F32", (2,))
     writer.declare("b", "I8", (3,))
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="expected tensor 'a', got 'b'"):
         writer.write("b", torch.zeros(3, dtype=torch.int8))
-    writer._file.close()
+    with pytest.raises(RuntimeError, match="'a' does not match its declared shape"):
+        writer.write("a", torch.zeros(3))
+    with pytest.raises(RuntimeError, match="'a' does not match its declared shape or dtype"):
+        writer.write("a", torch.zeros(2, dtype=torch.float16))
+    with pytest.raises(RuntimeError, match="declare"):
+        writer.declare("c", "F32", (1,))  # the header is already written
+    a, b = torch.tensor([1.5, -2.0]), torch.tensor([1, -2, 3], dtype=torch.int8)
+    writer.write("a", a)  # the refused calls wrote nothing: the file is still well formed
+    writer.write("b", b)
+    writer.close()
+    back = load_file(str(path))
+    assert set(back) == {"a", "b"} and torch.equal(back["a"], a) and torch.equal(back["b"], b)
+    assert SafetensorsFile(path).metadata == {"k": "v"}
+    short = StreamingWriter(tmp_path / "short.safetensors")
+    short.declare("a", "F32", (2,))
+    with pytest.raises(RuntimeError, match="1 declared tensors were never written"):
+        short.close()
 
 
 def _write_header(path, header: bytes, data: bytes = b"") -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from statistics import median
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -78,21 +80,66 @@ def test_timing_percentiles():
     assert t.p50 == 5.5 and t.p90 == pytest.approx(9.1) and t.iqr == pytest.approx(4.5)
 
 
-def test_measure_pair_interleaves_and_sees_a_real_slowdown():
-    calls = []
+class FakeTimes:
+    """A timer for measure_pair that runs the function and reports a scripted duration instead of the
+    machine's; it also advances a fake clock by that much, for the time budget."""
 
-    def fast():
-        calls.append("a")
-        return sum(range(1000))
+    def __init__(self, baseline_ms: list[float], candidate_ms: list[float]):
+        self.script = {"b": baseline_ms, "c": candidate_ms}
+        self.count = {"b": 0, "c": 0}
+        self.calls: list[str] = []
+        self.now = 0.0
 
-    def slow():
-        calls.append("b")
-        return sum(range(20000))
+    def run(self, which: str):
+        return lambda: self.calls.append(which)
 
-    settings = LatencySettings(warmup=1, min_rounds=10, max_rounds=20, budget_s=5)
-    pair = measure_pair(fast, slow, settings)
-    assert pair.speedup < 1  # the candidate is slower, and it is reported as such
-    assert calls[2:6] == ["a", "b", "b", "a"]  # order alternates round by round
+    def timer(self, fn) -> float:
+        fn()
+        which = self.calls[-1]
+        script = self.script[which]
+        ms = script[self.count[which] % len(script)]
+        self.count[which] += 1
+        self.now += ms / 1e3
+        return ms
+
+    def clock(self) -> float:
+        return self.now
+
+
+def test_measure_pair_interleaves_and_reports_a_slowdown_as_a_slowdown():
+    times = FakeTimes([10.0], [20.0])
+    settings = LatencySettings(warmup=2, min_rounds=10, max_rounds=50, budget_s=1e9)
+    pair = measure_pair(times.run("b"), times.run("c"), settings, timer=times.timer)
+    assert pair.speedup == 0.5  # the candidate is twice as slow, and it is reported as such
+    assert pair.speedup_ci == (0.5, 0.5)
+    assert pair.rounds == 10  # every ratio equal: the interval is exact after min_rounds
+    assert times.calls[:4] == ["b", "c", "b", "c"]  # warm-up, untimed
+    timed = times.calls[4:]
+    assert len(timed) == 20 and timed[:8] == ["b", "c", "c", "b", "b", "c", "c", "b"]  # order alternates
+    assert pair.baseline.samples_ms == [10.0] * 10 and pair.candidate.samples_ms == [20.0] * 10
+
+
+def test_speedup_is_the_ratio_of_the_medians_and_noise_runs_to_max_rounds():
+    base, cand = [10.0, 12.0, 30.0, 11.0], [5.0, 8.0, 4.0, 5.0]
+    times = FakeTimes(base, cand)
+    settings = LatencySettings(warmup=0, min_rounds=3, max_rounds=20, budget_s=1e9, target_rel_ci=0.0)
+    pair = measure_pair(times.run("b"), times.run("c"), settings, timer=times.timer)
+    assert pair.rounds == 20  # a noisy ratio never meets a zero tolerance: the round limit stops it
+    expected = median(base * 5) / median(cand * 5)  # 11.5 / 5: not the median of the per-round ratios
+    assert pair.speedup == pytest.approx(expected) and pair.speedup == pytest.approx(2.3)
+    ratios = [b / c for b, c in zip(base * 5, cand * 5, strict=True)]
+    assert median(ratios) != pytest.approx(expected)
+    assert pair.speedup_ci == median_ci(ratios)
+
+
+def test_the_time_budget_stops_the_rounds(monkeypatch):
+    from compress.eval import latency
+
+    times = FakeTimes([10.0, 11.0], [20.0, 25.0])  # 30-36 ms of fake time per round
+    monkeypatch.setattr(latency, "time", SimpleNamespace(perf_counter=times.clock))
+    settings = LatencySettings(warmup=0, min_rounds=3, max_rounds=100, budget_s=0.2, target_rel_ci=0.0)
+    pair = measure_pair(times.run("b"), times.run("c"), settings, timer=times.timer)
+    assert pair.rounds == 7  # 6 rounds take 0.198 s, the 7th passes the 0.2 s budget
 
 
 def test_module_evaluation_with_sample_inputs_and_report_round_trip(tmp_path):

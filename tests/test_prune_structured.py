@@ -133,13 +133,32 @@ def test_custom_module_loads_back_into_a_fresh_instance(tmp_path):
     assert torch.equal(outputs(back, x), outputs(art.model.module, x))
 
 
+def kept_rows(original: torch.Tensor, pruned: torch.Tensor) -> list[int]:
+    """Which rows of `original` the pruned weight kept, in order."""
+    return [next(i for i, row in enumerate(original) if torch.equal(row, kept)) for kept in pruned]
+
+
 def test_activation_importance_uses_the_data():
+    """README: `activation` scores a unit by its input norm x the weight norm of the layers that consume
+    it. Worked out by hand for both hidden layers of the MLP and compared with what cz.prune kept."""
     mlp = tiny_mlp()
-    x = torch.randn(64, 32)
+    x = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
     x[:, :3] *= 50  # the first inputs are large: the activation score must prefer their paths
-    by_magnitude, _ = plan_for(mlp, data=x, pattern="neurons")
-    by_activation, _ = plan_for(mlp, data=x, pattern="neurons", method="activation")
-    assert any(not torch.equal(a, b) for a, b in zip(by_magnitude.keep, by_activation.keep, strict=True))
+    pruned = cz.prune(mlp, "neurons", 0.5, method="activation", data=x).model.module
+    with torch.no_grad():
+        h0 = torch.relu(mlp[0](x))  # the input of mlp[2], which consumes layer 0's neurons
+        h2 = torch.relu(mlp[2](h0))  # the input of mlp[4]
+    expected = []
+    for h, consumer in ((h0, mlp[2]), (h2, mlp[4])):
+        score = h.norm(dim=0) * consumer.weight.norm(dim=0)
+        ranked = score.sort(descending=True).values
+        assert ranked[31] > (1 + 1e-5) * ranked[32]  # no tie at the cut that float rounding could flip
+        expected.append(sorted(score.argsort(descending=True)[:32].tolist()))
+    keep0 = kept_rows(mlp[0].weight, pruned[0].weight)
+    assert keep0 == expected[0]
+    assert kept_rows(mlp[2].weight[:, keep0], pruned[2].weight) == expected[1]
+    by_magnitude = cz.prune(mlp, "neurons", 0.5, data=x).model.module  # data only to trace it
+    assert kept_rows(mlp[0].weight, by_magnitude[0].weight) != expected[0]  # the data changed the choice
 
 
 def test_a_missed_coupling_is_caught_not_returned(monkeypatch):

@@ -14,6 +14,7 @@ from compress.errors import BadInput
 from compress.eval.latency import LatencySettings
 from compress.sweep import Candidate, Sweep
 from compress.testing import tiny_mlp
+from tests.conftest import assert_measured_latency
 
 QUICK = LatencySettings(warmup=1, min_rounds=3, max_rounds=6, budget_s=0.2)
 SETTINGS = [
@@ -35,7 +36,7 @@ def test_sweep_evaluates_each_setting_against_the_one_base(mlp_sweep):
         assert candidate.recipe.passes == [setting]
         assert candidate.report.candidate["name"] == candidate.name
         assert candidate.report.candidate["recipe"] == [setting.to_dict()]
-        assert candidate.report.latency_row("cpu", "torch") is not None
+        assert_measured_latency(candidate.report.latency_row("cpu", "torch"), min_rounds=QUICK.min_rounds)
     ratios = [c.report.metric("size.ratio") for c in mlp_sweep]
     assert ratios[0] > ratios[1] and ratios[0] > ratios[2]  # INT4 is smaller than INT8
     assert mlp_sweep["quantize int8"] is mlp_sweep[0]
@@ -79,8 +80,25 @@ def test_sweep_html_table_names_every_setting_and_the_front(mlp_sweep):
         assert f"<td>{name}</td>" in page
     rows = mlp_sweep.table()
     assert f"<td>{rows[0]['retention']:.4f}</td>" in page
-    assert any(row["front_size"] for row in rows)
-    assert "size" in page and "Pareto front" in page
+    assert "Pareto front" in page
+
+
+def test_sweep_front_flags_of_constructed_candidates(crafted):
+    """Which settings are on each front, for numbers set by hand (the baseline is 1.0, 1.0, speed 1.0)."""
+    dominated = _fake(crafted[0], "dominated", 0.25, 0.99, 0.7)  # mid is smaller, more accurate, faster
+    sweep = Sweep([*crafted, dominated])
+    flags = {row["setting"]: (row["front_size"], row["front_speed"]) for row in sweep.table()}
+    assert flags == {
+        "big-exact": (True, False),  # the most accurate; slower than the baseline, which is as accurate
+        "small-lossy": (True, False),  # the smallest; slower and less accurate than the baseline
+        "mid": (True, True),  # the only one faster than the baseline
+        "dominated": (False, False),
+    }
+    page = sweep._repr_html_()
+    assert page.count("<td>size and speed</td>") == 1 and page.count("<td>size</td>") == 2
+    assert "<td>dominated</td>" in page and page.split("<td>dominated</td>")[1].split("</tr>")[0].endswith(
+        "<td></td>"
+    )
 
 
 def test_sweep_html_escapes_names():

@@ -122,7 +122,10 @@ def test_embedding_task_agreement_and_human_scores(tiny_bert, tmp_path):
     )
     int4 = cz.quantize(base, scheme="int4", group_size=16).model
     moved = Embedding(None, limit=8).run(base, int4)
-    assert 0.5 < moved.value < 1.0 and moved.details["cosine_min"] <= moved.value
+    # The tiny random BERT's mean-pooled output is dominated by its embeddings and residual path: even
+    # zeroing every Linear weight leaves an agreement of 0.99897 (rows permuted: 0.99824). INT4 g16
+    # measured 0.99998, so the bound sits between: a broken quantizer fails it, rounding noise does not.
+    assert 0.9999 < moved.value < 1.0 and moved.details["cosine_min"] <= moved.value
     # Human scores that are exactly the baseline's own similarities: its Spearman is 1 by construction.
     from compress.eval.text import sentence_embeddings
 

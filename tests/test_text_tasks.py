@@ -44,13 +44,46 @@ def test_perplexity_of_a_uniform_model_is_the_vocabulary_size(window, stride):
     assert scored == expected
 
 
-def test_perplexity_retention_is_baseline_over_candidate(tiny_llama):
+class Peaked(Uniform):
+    """Uniform, except one token (never in the text) scored `log(vocab + 1)` higher: every token of the
+    text then has probability 1 / (2 * vocab), so the perplexity is exactly twice the vocabulary size."""
+
+    def __init__(self, vocab: int, token: int):
+        super().__init__(vocab)
+        self.token = token
+
+    def forward(self, input_ids):
+        logits = super().forward(input_ids)
+        logits[..., self.token] = math.log(self.vocab + 1)
+        return logits
+
+
+def test_perplexity_retention_is_baseline_over_candidate():
+    uniform = _uniform_model()
+    vocab = len(uniform.tokenizer)
+    mask = uniform.tokenizer.mask_token_id
+    peaked = Model(module=Peaked(vocab, mask), family="causal-lm", tokenizer=uniform.tokenizer)
+    task = Perplexity("please fix the bug in the release today " * 30, "text", window=32, stride=16)
+    assert mask not in task.token_ids(uniform).tolist()
+    worse = task.run(uniform, peaked)  # the candidate is twice as perplexed: retention 1/2
+    assert worse.baseline == pytest.approx(vocab) and worse.value == pytest.approx(2 * vocab)
+    assert worse.retention == pytest.approx(0.5)
+    better = task.run(peaked, uniform)
+    assert better.retention == pytest.approx(2.0)
+    assert not worse.higher_is_better
+
+
+def test_perplexity_retention_of_a_quantized_llama(tiny_llama):
     model = cz.load(tiny_llama)
-    text = "please fix the bug in the release today " * 30
-    result = Perplexity(text, "text", window=32, stride=16).run(model, model)
-    assert result.retention == pytest.approx(1.0)
-    assert not result.higher_is_better
-    assert math.isfinite(result.value)
+    int4 = cz.quantize(model, scheme="int4", group_size=16).model
+    task = Perplexity("please fix the bug in the release today " * 30, "text", window=32, stride=16)
+    result = task.run(model, int4)
+    ids = task.token_ids(model)
+    base, _ = task.perplexity(model, ids)
+    cand, _ = task.perplexity(int4, ids)
+    assert math.isfinite(result.value) and result.value == pytest.approx(cand)
+    assert abs(cand - base) > 1e-3 * base  # a different model, so the ratio below means something
+    assert result.retention == pytest.approx(base / cand)
 
 
 def test_text_too_short_for_one_window():
