@@ -214,7 +214,8 @@ def _activation_parts(stored: dict, layout: ModelLayout) -> tuple[dict[str, dict
 def quantization_config(schemes: dict[str, dict], layout: ModelLayout) -> dict:
     """The `quantization_config` of config.json: one config group per distinct scheme."""
     groups: list[tuple[dict, list[str]]] = []
-    for layer, scheme in schemes.items():
+    for layer in (name for name in layout.kinds if name in schemes):  # in the model's module order
+        scheme = schemes[layer]
         for known, layers in groups:
             if known == scheme:
                 layers.append(layer)
@@ -269,4 +270,5 @@ EXPORTER = ExporterSpec(
     export=export,
     summary="compressed-tensors/ (W4A16, W8A16 pack-quantized; W8A8 int-quantized) for transformers and vLLM",
     check=check,
+    requires=("transformers",),
 )
