@@ -238,13 +238,17 @@ def test_refused_before_any_work_in_one_sentence():
         ([cz.Prune(pattern="neurons", sparsity=0.25), quantize], "config.json"),
         ([cz.Quantize(scheme="int8", targets=cz.Targets(types=("linear", "embedding")))], "embedding"),
         ([], "quantize pass"),
+        ([cz.Quantize(scheme="int8", activations="static")], "SmoothQuant"),  # smooth 0.5 by default
     ]
     for passes, words in cases:
         with pytest.raises(BadInput, match=words) as caught:
             spec.check(passes, spec.config())
         message = str(caught.value)
         assert "\n" not in message and message.endswith(".") and ". " not in message
-    spec.check([cz.Quantize(scheme="int8", activations="static")], spec.config())  # faithful: allowed
+    static = cz.Quantize(scheme="int8", activations="static", smooth=0)
+    spec.check([static], spec.config())  # faithful to compressed-tensors' asymmetric int8: allowed
+    excluded = cz.Targets(exclude=("*o_proj", "*down_proj"))
+    spec.check([cz.Quantize(scheme="int8", activations="static", targets=excluded)], spec.config())
 
 
 def test_smoothing_that_cannot_be_folded_is_refused_naming_the_layer(models, tmp_path):

@@ -62,11 +62,17 @@ def check(passes: list[Any], cfg: CompressedTensorsExportConfig) -> None:
         raise BadInput(_EMBEDDING_REFUSAL)
     if "conv" in last.targets.types:
         raise BadInput(_CONV_REFUSAL)
+    if last.smooth_alpha is not None and "*" in last.targets.include and not last.targets.exclude:
+        raise BadInput(
+            "export compressed-tensors cannot hold SmoothQuant factors on every Linear layer: only those "
+            "that read a pre-norm (q/k/v, gate/up) fold into it, so set smooth 0 or exclude the others "
+            "(such as *o_proj and *down_proj)."
+        )
 
 
 _EMBEDDING_REFUSAL = (
     "export compressed-tensors cannot hold quantized embedding tables: transformers' compressed-tensors "
-    "loader quantizes Linear layers only; quantize with targets types [linear]."
+    "loader cannot run them and vLLM quantizes Linear layers only; quantize with targets types [linear]."
 )
 _CONV_REFUSAL = (
     "export compressed-tensors cannot hold quantized convolutions: the format quantizes Linear layers "
