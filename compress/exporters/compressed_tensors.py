@@ -9,9 +9,16 @@ group; with several schemes (keep_int8) each group names its layers. Linear laye
 listed in `ignore`. SmoothQuant factors have no place in the format: they are folded into the norm
 that feeds the layers when that is exact, or the export is refused (fold_smoothing.py).
 
-Refused: pruned models (compressed-tensors 0.20 has no sparse format, and structurally pruned
-shapes do not fit config.json), quantized embedding tables and convolutions (transformers'
-compressed-tensors loader quantizes Linear layers), NNCF outputs (an ONNX graph, no checkpoint).
+Refused, before any pass runs where the settings tell (check) and otherwise when the checkpoint is
+read: pruned models (compressed-tensors 0.20 has no sparse format; structurally pruned shapes do not
+fit config.json), quantized embedding tables (transformers' compressed-tensors loader cannot run
+them; vLLM quantizes Linear layers only) and convolutions, SmoothQuant on layers that read no norm,
+NNCF outputs (an ONNX graph, no checkpoint).
+
+Loading notes (transformers 5.25, compressed-tensors 0.20.1): asymmetric pack-quantized checkpoints
+load only with `CompressedTensorsConfig(dequantize=True)` (the package's own output too), and then
+only with one config group; dynamic activations are rounded per token with max|x| / 127.5 by
+transformers' reference code, max|x| / 127 by compress and vLLM's kernel.
 """
 
 from __future__ import annotations
@@ -107,6 +114,8 @@ def convert_folder(folder: Path) -> tuple[dict, dict, dict]:
     quantized = {layout.names[n]: t for n, t in stored.items() if isinstance(t, QuantizedTensor)}
     for name in quantized:
         kind = layout.kinds.get(name.removesuffix(".weight"))
+        if kind is None:
+            raise BadInput(f"{folder}: encoded weight '{name}' belongs to no Linear layer of the model.")
         if kind != "Linear":
             raise BadInput(_EMBEDDING_REFUSAL if kind == "Embedding" else _CONV_REFUSAL)
     parts, part_names = _activation_parts(stored, layout)
