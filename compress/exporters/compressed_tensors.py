@@ -57,11 +57,13 @@ def check(passes: list[Any], cfg: CompressedTensorsExportConfig) -> None:
                 f"export compressed-tensors cannot hold a {p.pattern} pruned model ({what}); drop the "
                 "prune pass or export to onnx."
             )
+    from compress.passes.quantize.config import NncfConfig
+
     quantize = [p for p in passes if p.kind == "quantize"]
     if not quantize:
         raise BadInput("export compressed-tensors needs a quantize pass: a float model loads as it is.")
     last = quantize[-1]
-    if last.backend == "nncf":
+    if isinstance(last, NncfConfig):
         raise BadInput(
             "export compressed-tensors reads compress's checkpoint; backend nncf writes an ONNX graph."
         )
@@ -69,7 +71,11 @@ def check(passes: list[Any], cfg: CompressedTensorsExportConfig) -> None:
         raise BadInput(_EMBEDDING_REFUSAL)
     if "conv" in last.targets.types:
         raise BadInput(_CONV_REFUSAL)
-    if last.smooth_alpha is not None and "*" in last.targets.include and not last.targets.exclude:
+    if (
+        getattr(last, "smooth_alpha", None) is not None
+        and "*" in last.targets.include
+        and not last.targets.exclude
+    ):
         raise BadInput(
             "export compressed-tensors cannot hold SmoothQuant factors on every Linear layer: only those "
             "that read a pre-norm (q/k/v, gate/up) fold into it, so set smooth 0 or exclude the others "
@@ -108,6 +114,7 @@ def convert_folder(folder: Path) -> tuple[dict, dict, dict]:
     """(tensors, config.json as a dict, quantization_config) for the checkpoint in `folder`."""
     from compress.exporters.ct_layout import layer_export
     from compress.formats.quantized import QuantizedTensor
+    from compress.model import activation_modes
 
     info, config, stored = _read_checkpoint(folder)
     layout = ModelLayout.of(config, list(stored))
@@ -129,13 +136,14 @@ def convert_folder(folder: Path) -> tuple[dict, dict, dict]:
         from compress.exporters.fold_smoothing import fold_smoothing
 
         plain.update(fold_smoothing(folder, smooth, plain))
-    mode = _activation_mode(info.recipe)
+    modes = {layout.names.get(n, n): mode for n, mode in activation_modes(info).items()}
     scale_dtype = int4_scale_dtype(config)
     out = dict(plain)
     schemes: dict[str, dict] = {}
     for name, qt in quantized.items():
         layer = name.removesuffix(".weight")
         mine = parts.get(layer, {})
+        mode = modes.get(name, modes.get("*", "none"))  # "*": a 0.1 header (compress.model.activation_modes)
         layer_mode = mode if (mode != "static" or "input_scale" in mine) else "none"
         exported = layer_export(qt, layer_mode, mine, scale_dtype)
         schemes[layer] = exported.scheme
@@ -204,12 +212,6 @@ class ModelLayout:
             elif isinstance(module, nn.modules.conv._ConvNd):
                 kinds[name] = "Conv"
         return cls(names=names, kinds=kinds)
-
-
-def _activation_mode(recipe: list[dict]) -> str:
-    """The last quantize pass's activation mode (qmodules.set_activations decides the same way)."""
-    modes = [p.get("activations", "none") for p in recipe if p.get("kind") == "quantize"]
-    return modes[-1] if modes else "none"
 
 
 def _activation_parts(stored: dict, layout: ModelLayout) -> tuple[dict[str, dict], set[str]]:
