@@ -22,6 +22,7 @@ COMMANDS = {
     "history": "compress.cli.history:history_command",
     "passes": "compress.cli.passes:passes_command",
     "distill": "compress.cli.distill:distill",
+    "hardware": "compress.cli.hardware:hardware_command",
 }
 
 
