@@ -177,7 +177,7 @@ def _unusable(hw: Hardware, runtime: str) -> str | None:
     """Why `runtime` cannot run a CPU model here, or None."""
     rt = hw.runtime(runtime)
     if not rt.available:
-        return f"{runtime} is unavailable ({rt.reason})"
+        return f"{runtime} is unavailable here: {rt.reason}"
     if CPU_DEVICE[runtime] not in rt.devices:
         return f"{runtime} lists no {CPU_DEVICE[runtime]} device ({', '.join(rt.devices) or 'none'})"
     return None
@@ -191,7 +191,8 @@ def recommend(hw: Hardware) -> Recommendation:
         why_not = _unusable(hw, choice.runtime)
         if why_not is None:
             return _recommendation(hw, choice, skipped)
-        skipped.append(why_not)
+        if why_not not in skipped:  # two choices on one runtime: say it once
+            skipped.append(why_not)
     raise Unavailable(f"No runtime compress can recommend is usable here: {'; '.join(skipped)}.")
 
 
@@ -204,7 +205,7 @@ def _recommendation(hw: Hardware, choice: Choice, skipped: list[str]) -> Recomme
     else:
         text = f"{describe(choice)}, measured {figure(choice)} over {choice.over} ({choice.source})."
     if skipped:
-        text += f" Skipped: {'; '.join(skipped)}."
+        text += f" Faster choices were skipped because {'; and '.join(skipped)}."
     if hw.cuda.devices:
         gpu = hw.cuda.devices[0]
         text += (
