@@ -56,8 +56,8 @@ ISA_CLASSES = {
     "generic": "no vector extension compress chooses by",
 }
 
-# ARM "CPU implementer" codes and a few common "CPU part" codes (as lscpu names them), for CPUs whose
-# /proc/cpuinfo has no "model name" line.
+# ARM "CPU implementer" codes and a few common "CPU part" codes of implementer 0x41 (ARM), as lscpu
+# names them, for CPUs whose /proc/cpuinfo has no "model name" line.
 ARM_IMPLEMENTERS = {
     "0x41": "ARM",
     "0x42": "Broadcom",
@@ -254,7 +254,8 @@ def parse_cpuinfo(
     model = first.get("model name", "")
     if not model and implementer:
         part = first.get("cpu part", "").lower()
-        model = ARM_PARTS.get(part, f"{vendor} CPU part {part or 'unknown'}")
+        known_part = ARM_PARTS.get(part) if implementer == "0x41" else None  # parts are per implementer
+        model = known_part or f"{vendor} CPU part {part or 'unknown'}"
     model = model or processor or machine or "unknown"
 
     cores = {(b.get("physical id", "0"), b["core id"]) for b in usable if "core id" in b}

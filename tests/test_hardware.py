@@ -112,9 +112,9 @@ def x86_cpuinfo(vendor: str, family: int, model: str, flags: str, cores: int, th
     return "\n".join(blocks)
 
 
-def arm_cpuinfo(features: str, part: str, cpus: int) -> str:
+def arm_cpuinfo(features: str, part: str, cpus: int, implementer: str = "0x41") -> str:
     blocks = [
-        f"processor\t: {n}\nBogoMIPS\t: 2100.00\nFeatures\t: {features}\nCPU implementer\t: 0x41\n"
+        f"processor\t: {n}\nBogoMIPS\t: 2100.00\nFeatures\t: {features}\nCPU implementer\t: {implementer}\n"
         f"CPU architecture: 8\nCPU variant\t: 0x1\nCPU part\t: {part}\nCPU revision\t: 1\n"
         for n in range(cpus)
     ]
@@ -252,6 +252,11 @@ def test_neoverse_v1():
     assert cpu.isa_class == "arm-i8mm"
     rec = recommend(machine(NEOVERSE_V1))
     assert rec.runtime == "onnxruntime" and not rec.measured and "not measured" in rec.reason
+
+
+def test_another_implementers_part_is_not_named_from_arms_table():
+    cpu = parse_cpuinfo(arm_cpuinfo(N1_FEATURES, "0xd0c", 2, implementer="0xc0"))
+    assert (cpu.vendor, cpu.model, cpu.isa_class) == ("Ampere", "Ampere CPU part 0xd0c", "arm-dotprod")
 
 
 def test_no_cpuinfo_uses_the_platform():
