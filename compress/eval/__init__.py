@@ -18,7 +18,7 @@ from compress.progress import resolve as resolve_progress
 if TYPE_CHECKING:
     from compress.report import Report
 
-RUNTIMES = ("torch",)  # the default; "onnxruntime" exports both models first
+RUNTIMES = ("torch",)  # the default; "onnxruntime" and "openvino" export both models first
 DEVICES = ("cpu", "cuda")
 
 
@@ -40,8 +40,10 @@ def evaluate(
 
     `candidate` and `baseline` are paths, `Model`s, `torch.nn.Module`s or an `Artifact`.
     `inputs` are sample inputs for models without a tokenizer (latency and fidelity).
-    `runtimes`: "torch" and/or "onnxruntime" (both models exported to ONNX and checked against
-    torch first); `devices`: "cpu" and/or "cuda". An absent one gives an 'unavailable' row.
+    `runtimes`: "torch", "onnxruntime" (both models exported to ONNX and checked against torch
+    first) and/or "openvino" (see compress.eval.openvino; the accuracy task is also scored through
+    OpenVINO, in accuracy.details.by_runtime.openvino); `devices`: "cpu" and/or "cuda". An absent
+    one gives an 'unavailable' row.
     `task_options` (a TaskOptions or a dict of its fields): text length, causal-lm window and stride.
     `task`: auto, classification, embedding, causal-lm, fidelity, or a Task from eval.tasks.pick_task.
     `progress`: True for plain text progress (fine in a notebook), or a compress.progress.Progress.
@@ -79,6 +81,11 @@ def evaluate(
 
     graphs = OnnxGraphs(export_samples(inputs))
     try:
+        if "openvino" in runtimes and chosen is not None and accuracy.status == "ok":
+            from compress.eval.openvino import accuracy_through
+
+            through = accuracy_through(chosen, base, cand, graphs, devices, settings.threads, progress)
+            accuracy.details["by_runtime"] = {"openvino": through}
         rows = [
             latency_row(cand, base, device, runtime, settings, inputs, graphs, progress)
             for device in devices

@@ -27,6 +27,7 @@ from compress.errors import BadInput
 ENTRY_POINT_GROUP = "compress.exporters"
 BUILTIN = {
     "onnx": "compress.exporters.onnx:EXPORTER",
+    "openvino": "compress.exporters.openvino:EXPORTER",
 }
 
 
