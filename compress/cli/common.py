@@ -161,7 +161,8 @@ def eval_options(fn: Callable) -> Callable:
             "runtimes",
             default="torch",
             show_default=True,
-            help="Runtimes to time, comma-separated: torch, onnxruntime (exported and checked first).",
+            help="Runtimes to time, comma-separated: torch, onnxruntime, openvino (graphs exported and "
+            "checked against torch first).",
         ),
         click.option("--batch-size", type=int, default=8, show_default=True, help="Latency batch size."),
         click.option("--seq-len", type=int, default=128, show_default=True, help="Latency sequence length."),

@@ -11,6 +11,7 @@ import click
 
 from compress.cli.common import eval_options, evaluation_from_options, handle_errors
 from compress.cli.execute import execute, run_options
+from compress.exporters import available_formats
 from compress.passes.quantize.config import (
     BACKENDS,
     METHODS,
@@ -123,9 +124,9 @@ SETTING_OPTIONS = (
     "--export",
     "export_formats",
     multiple=True,
-    metavar="FORMAT",
-    help="Also write the model for a runtime (repeatable): onnx (model.onnx with integer kernels; "
-    "`compress passes` lists every format).",
+    type=click.Choice(available_formats()),
+    help="Also write the model for a runtime (repeatable): onnx (model.onnx with integer kernels), "
+    "openvino (openvino/ IR), compressed-tensors (compressed-tensors/ for transformers and vLLM).",
 )
 @click.option(
     "--onnx-format",

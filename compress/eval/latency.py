@@ -13,7 +13,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from compress.config import Settings
@@ -40,6 +40,16 @@ class LatencySettings(Settings):
             raise BadInput(f"latency: threads must be at least 1, got {self.threads}.")
         if self.budget_s <= 0 or self.warmup < 0:
             raise BadInput("latency: the budget must be positive and the warm-up not negative.")
+
+
+@dataclass
+class Runner:
+    """One model ready to run on one device and runtime. `info` holds latency-row entries about it,
+    keyed by row key ({"onnx": {...}}); the row shows each as {"baseline": ..., "candidate": ...}."""
+
+    run: Callable[[], object]
+    info: dict = field(default_factory=dict)
+    close: Callable[[], None] = lambda: None
 
 
 @dataclass
