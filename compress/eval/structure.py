@@ -52,6 +52,8 @@ def sparsity_section(candidate: Model, baseline: Model) -> dict:
         if name not in base:
             continue
         numel, _, shape = base[name]
+        if numel == 0:
+            continue  # an empty tensor (a zero-size dimension) has no sparsity
         nonzero = int(torch.count_nonzero(w))
         layers.append(
             {

@@ -11,6 +11,7 @@ from torch import nn
 
 from compress.calib import CalibrationData
 from compress.errors import BadInput
+from compress.finite import check_finite
 from compress.passes.quantize.blockwise import BlockSettings, quantize_block
 
 
@@ -34,6 +35,8 @@ def quantize_blockwise(module, cfg, ctx, groups: list[list[str]], plans: dict, c
         act_order=True if cfg.act_order is None else cfg.act_order,
         clip=True if cfg.clip is None else cfg.clip,
     )
+    # The lead's QuantizeConfig may carry `allow_nonfinite` (the --allow-nonfinite option).
+    allow_nonfinite = bool(getattr(cfg, "allow_nonfinite", False))
     single = {names[0] for names in groups if len(names) == 1}
     done: set[str] = set()
     fold_hints: dict = {}
@@ -47,6 +50,9 @@ def quantize_blockwise(module, cfg, ctx, groups: list[list[str]], plans: dict, c
         }
         if not mine:
             return
+        for rel in mine:  # before any statistics: one NaN/Inf would spread through the block's codes
+            weight = block.get_submodule(rel).weight
+            weight.data = check_finite(prefix + rel, weight.data, allow_nonfinite)
         for rel, layer in quantize_block(block, inputs, mine, settings, fold_hints).items():
             full = prefix + rel
             replace_module(module, full, quantized_module(module.get_submodule(full), layer.tensor))
