@@ -237,6 +237,7 @@ class History:
         try:
             db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
             db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            self._refuse_foreign(db)  # before WAL mode, which would change another program's file
             db.execute("PRAGMA journal_mode = WAL")
             yield db
         except sqlite3.OperationalError as exc:
@@ -254,6 +255,13 @@ class History:
         finally:
             if db is not None:
                 db.close()
+
+    def _refuse_foreign(self, db: sqlite3.Connection) -> None:
+        """BadInput for an SQLite file with tables that are not a compress history; reads only."""
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and (version == 0 or "runs" not in tables):
+            raise BadInput(f"{self.path}: is an SQLite database but not a compress history; left as is.")
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]

@@ -75,9 +75,12 @@ def _acquire(path: Path, output: Path) -> int | None:
         import fcntl
     except ImportError:  # not a POSIX system: no advisory locks; the atomic rename still holds
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except PermissionError:
+            raise BadInput(f"cannot write to {output}: permission denied.") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from compress.errors import BadInput
 from compress.eval.environment import environment
 from compress.eval.latency import LatencySettings
-from compress.eval.runtimes import OnnxGraphs, check_choices, export_samples, latency_row
+from compress.eval.runtimes import OnnxGraphs, budget_notes, check_choices, export_samples, latency_row
 from compress.eval.size import size_section, tensor_errors
 from compress.eval.structure import annotate_latency, structure_sections
 from compress.eval.tasks import AccuracyResult, Task, TaskOptions, pick_task
@@ -87,6 +87,7 @@ def evaluate(
     finally:
         graphs.close()
     notes += graphs.notes
+    notes += budget_notes(rows, settings)
     sparsity, compute = structure_sections(cand, base, settings, inputs)
     notes += annotate_latency(rows, compute, sparsity)
     return Report(

@@ -32,7 +32,8 @@ def weights(model: Model) -> dict[str, Any]:
             out[f"{names[0]}.weight"] = dense.detach()
         return out
     file = SafetensorsFile(model.checkpoint)
-    decoded = decode(file.read_all(), read_compression_info(file.metadata, str(model.checkpoint)))
+    where = str(model.checkpoint)
+    decoded = decode(file.read_all(), read_compression_info(file.metadata, where), where)
     return {
         name: value.dequantize() if hasattr(value, "dequantize") else value
         for name, value in decoded.items()

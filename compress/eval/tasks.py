@@ -13,7 +13,7 @@ from compress.config import Settings
 from compress.errors import BadInput
 from compress.eval.calls import call_module, main_output
 from compress.eval.data import LabelledTexts, load_labelled, load_text
-from compress.eval.text import require_tokenizer, sentence_embeddings, tokenize
+from compress.eval.text import require_tokenizer, sentence_embeddings, token_limit, tokenize
 from compress.model import Model
 
 
@@ -100,19 +100,23 @@ class ProbeClassification(Task):
     name = "classification"
     metric = "accuracy"
 
-    def __init__(self, data: LabelledTexts | None = None, max_length: int = 128, batch_size: int = 32):
+    def __init__(
+        self, data: LabelledTexts | None = None, max_length: int | None = None, batch_size: int = 32
+    ):
         self.data = data or load_labelled("spam")
-        self.max_length = max_length
+        self.max_length = max_length  # None: the model's own limit (eval.text.token_limit)
         self.batch_size = batch_size
+        self.tokens: tuple[int, str] = (0, "")
         self._baseline: tuple | None = None  # (model, train, test embeddings): reused by a sweep
 
     def _embed(self, model: Model, texts: list[str], progress):
         return sentence_embeddings(
-            model, texts, batch_size=self.batch_size, max_length=self.max_length, progress=progress
+            model, texts, batch_size=self.batch_size, max_length=self.tokens[0], progress=progress
         )
 
     def run(self, baseline: Model, candidate: Model, progress=None) -> AccuracyResult:
         d = self.data
+        self.tokens = token_limit(baseline, self.max_length)
         known = self._baseline is not None and self._baseline[0] is baseline
         if progress:
             todo = len(d.test_texts) + (0 if known else len(d.train_texts) + len(d.test_texts))
@@ -141,7 +145,8 @@ class ProbeClassification(Task):
                 "probe": "one-vs-rest ridge regression on the baseline's mean-pooled embeddings",
                 "embedding_cosine_mean": cosine.mean().item(),
                 "embedding_cosine_min": cosine.min().item(),
-                "max_length": self.max_length,
+                "max_length": self.tokens[0],
+                "max_length_from": self.tokens[1],
             },
         )
 
@@ -157,7 +162,7 @@ class Fidelity(Task):
     metric = "cosine"
 
     def __init__(
-        self, texts: list[str] | None = None, max_length: int = 128, batch_size: int = 8, inputs=None
+        self, texts: list[str] | None = None, max_length: int | None = None, batch_size: int = 8, inputs=None
     ):
         self.texts = texts
         self.inputs = inputs
@@ -167,19 +172,23 @@ class Fidelity(Task):
     def run(self, baseline: Model, candidate: Model, progress=None) -> AccuracyResult:
         import torch
 
+        tokens = token_limit(baseline, self.max_length) if self.inputs is None else None
+        limits = {"max_length": tokens[0], "max_length_from": tokens[1]} if tokens else {}
         if baseline.family == "encoder":
             texts = self.texts or load_labelled("spam", limit=64).test_texts
-            b = sentence_embeddings(baseline, texts, max_length=self.max_length)
-            c = sentence_embeddings(candidate, texts, max_length=self.max_length)
+            b = sentence_embeddings(baseline, texts, max_length=tokens[0])
+            c = sentence_embeddings(candidate, texts, max_length=tokens[0])
             cos = (b * c).sum(dim=1)
-            return self.result(
-                cos.mean().item(),
-                1.0,
-                {"cosine_min": cos.min().item(), "n": len(texts), "outputs": "sentence embeddings"},
-            )
-        b_out, c_out = self._outputs(baseline, candidate)
+            details = {"cosine_min": cos.min().item(), "n": len(texts), "outputs": "sentence embeddings"}
+            return self.result(cos.mean().item(), 1.0, {**details, **limits})
+        b_out, c_out = self._outputs(baseline, candidate, tokens[0] if tokens else 0)
         cos = torch.nn.functional.cosine_similarity(b_out, c_out, dim=-1)
-        details = {"cosine_min": cos.min().item(), "n": int(cos.numel()), "outputs": "last dimension"}
+        details = {
+            "cosine_min": cos.min().item(),
+            "n": int(cos.numel()),
+            "outputs": "last dimension",
+            **limits,
+        }
         if b_out.shape[-1] > 1:
             details["top1_agreement"] = (b_out.argmax(-1) == c_out.argmax(-1)).float().mean().item()
             logp_b = torch.log_softmax(b_out.double(), dim=-1)
@@ -187,7 +196,7 @@ class Fidelity(Task):
             details["kl"] = (logp_b.exp() * (logp_b - logp_c)).sum(-1).mean().item()
         return self.result(cos.mean().item(), 1.0, details)
 
-    def _outputs(self, baseline: Model, candidate: Model):
+    def _outputs(self, baseline: Model, candidate: Model, max_length: int):
         import torch
 
         with torch.inference_mode():
@@ -199,7 +208,7 @@ class Fidelity(Task):
             texts = self.texts or load_labelled("spam", limit=16).test_texts
             outs_b, outs_c = [], []
             for start in range(0, len(texts), self.batch_size):
-                batch = tokenize(baseline, texts[start : start + self.batch_size], self.max_length)
+                batch = tokenize(baseline, texts[start : start + self.batch_size], max_length)
                 keep = batch["attention_mask"].bool()
                 outs_b.append(main_output(baseline.module(**batch))[keep].float())
                 outs_c.append(main_output(candidate.module(**batch))[keep].float())
@@ -295,7 +304,7 @@ class TaskOptions(Settings):
     """Settings of the accuracy tasks; each task reads the ones it needs."""
 
     kind: ClassVar[str] = "task options"
-    max_length: int = 128  # tokens per text (classification, embedding, fidelity)
+    max_length: int | None = None  # tokens per text (classification, embedding, fidelity); None: the model's
     batch_size: int = 32
     text_column: str = "text"
     label_column: str = "label"
@@ -305,7 +314,7 @@ class TaskOptions(Settings):
 
     def validate(self) -> None:
         for name in ("max_length", "batch_size", "window", "max_tokens"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise BadInput(f"task options: {name} must be at least 1, got {getattr(self, name)}.")
 
 
