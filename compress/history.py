@@ -257,21 +257,25 @@ class History:
                 db.close()
 
     def _refuse_foreign(self, db: sqlite3.Connection) -> None:
-        """BadInput for an SQLite file with tables that are not a compress history; reads only."""
+        """BadInput for an SQLite file that is not a history this compress may change; reads only."""
         version = db.execute("PRAGMA user_version").fetchone()[0]
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if tables and (version == 0 or "runs" not in tables):
             raise BadInput(f"{self.path}: is an SQLite database but not a compress history; left as is.")
+        self._refuse_newer(version)
 
-    def _migrate(self, db: sqlite3.Connection) -> None:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version == SCHEMA_VERSION:
-            return
+    def _refuse_newer(self, version: int) -> None:
         if version > SCHEMA_VERSION:
             raise BadInput(
                 f"{self.path}: history schema version {version} was written by a newer compress "
                 f"(this one reads up to {SCHEMA_VERSION}); nothing was changed."
             )
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        self._refuse_newer(version)
         db.execute("BEGIN IMMEDIATE")
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated

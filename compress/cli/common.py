@@ -28,7 +28,7 @@ stderr = Console(stderr=True, highlight=False)
 DEBUG_ENV = "COMPRESS_DEBUG"  # set to 1: an internal error prints its traceback
 INTERNAL_ERROR = 3  # exit code of a bug in compress: never 1, which says "gate failed"
 # Errors of the machine, not of compress: exit 2 with the path and the reason.
-_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EPIPE}
 
 
 class Terminated(KeyboardInterrupt):

@@ -52,7 +52,7 @@ def quantize_blockwise(module, cfg, ctx, groups: list[list[str]], plans: dict, c
             return
         for rel in mine:  # before any statistics: one NaN/Inf would spread through the block's codes
             weight = block.get_submodule(rel).weight
-            weight.data = check_finite(prefix + rel, weight.data, allow_nonfinite)
+            weight.data = check_finite(f"{prefix}{rel}.weight", weight.data, allow_nonfinite)
         for rel, layer in quantize_block(block, inputs, mine, settings, fold_hints).items():
             full = prefix + rel
             replace_module(module, full, quantized_module(module.get_submodule(full), layer.tensor))
