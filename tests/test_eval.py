@@ -122,7 +122,7 @@ def test_a_version_1_report_still_loads(tiny_bert):
     for added in ("sparsity", "compute"):  # keys /2 added
         del data[added]
     back = Report.from_dict(data)
-    assert back.schema == "compress.report/2" and back.sparsity == {} and back.size == data["size"]
+    assert back.schema == "compress.report/3" and back.sparsity == {} and back.size == data["size"]
 
 
 def test_mismatched_architectures_are_refused(tiny_bert, tiny_llama):
