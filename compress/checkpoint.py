@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compress.errors import BadInput, quoted
-from compress.outputs import check_replaceable, output_lock, publish_mode, swap_in
+from compress.outputs import check_replaceable, output_lock, publish_mode, replace_owned, swap_in
 
 # safetensors dtype code -> (bytes per element, torch dtype name)
 _DTYPES: dict[str, tuple[int, str]] = {
@@ -374,23 +374,29 @@ def sha256_file(path: Path, chunk: int = 8 * 1024 * 1024) -> str:
 
 
 @contextlib.contextmanager
-def atomic_output_dir(final: Path) -> Iterator[Path]:
+def atomic_output_dir(final: Path, owns: tuple[str, ...] | None = None) -> Iterator[Path]:
     """Yield a staging folder; on success it replaces `final` as a whole, on failure nothing is left.
 
     No file of an older output survives into the new one (a stale model.onnx would be timed as the
     new candidate), and a reader sees the old folder or the new one, never a mix. An existing folder
     is replaced only when compress wrote it (or it is empty); a second process writing the same
     output is refused (compress.outputs.output_lock).
+
+    `owns` is for a writer that adds a few files to a folder it does not own (an ONNX graph beside a
+    checkpoint): only the files so named are replaced, or removed when this run did not write them.
     """
     final = Path(final)
     with output_lock(final):
-        if final.exists():
+        if final.exists() and owns is None:
             check_replaceable(final)
         staging = _private_dir(final)
         try:
             yield staging
             publish_mode(staging)
-            swap_in(staging, final)
+            if owns is not None and final.is_dir():
+                replace_owned(staging, final, owns)
+            else:
+                swap_in(staging, final)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 

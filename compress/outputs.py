@@ -152,6 +152,21 @@ def swap_in(staging: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def replace_owned(staging: Path, final: Path, owns: tuple[str, ...]) -> None:
+    """Move the files `owns` names from `staging` into `final`, removing those this run did not write;
+    the folder's other files stay (see checkpoint.atomic_output_dir)."""
+    written = {p.name for p in staging.iterdir()}
+    unexpected = sorted(written - set(owns))
+    if unexpected:
+        raise RuntimeError(f"wrote {unexpected}, which it does not own in {final}")
+    with signals_held():
+        for name in owns:
+            if name in written:
+                os.replace(staging / name, final / name)
+            elif (final / name).exists():
+                os.unlink(final / name)
+
+
 def check_replaceable(folder: Path) -> None:
     """BadInput unless `folder` is empty or holds an output compress wrote (it is about to be replaced)."""
     if not folder.is_dir():

@@ -146,3 +146,16 @@ def test_a_header_length_that_starts_like_a_pickle_is_still_safetensors(tmp_path
     path = tmp_path / "a.safetensors"
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0\0\0\0")
     assert list(SafetensorsFile(path).tensors) == ["t"]
+
+
+def test_a_writer_that_owns_a_few_files_replaces_only_those(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_text("the user's checkpoint")
+    (model / "model.onnx").write_text("old graph")
+    (model / "model.onnx.data").write_text("old weights, stale once the new graph has none")
+    with atomic_output_dir(model, owns=("model.onnx", "model.onnx.data")) as stage:
+        (stage / "model.onnx").write_text("new graph")
+    assert sorted(p.name for p in model.iterdir()) == ["model.onnx", "model.safetensors"]
+    assert (model / "model.onnx").read_text() == "new graph"
+    assert (model / "model.safetensors").read_text() == "the user's checkpoint"
