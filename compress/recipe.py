@@ -181,7 +181,8 @@ def _parse(loc: Located, default_name: str) -> Recipe:
         if key not in TOP_KEYS:
             raise loc.error(
                 str(key),
-                f"unknown key '{key}'{suggest(str(key), list(TOP_KEYS))}; valid keys: {', '.join(TOP_KEYS)}.",
+                f"unknown key '{key}'{suggest(str(key), list(TOP_KEYS))}; "
+                f"valid keys: {', '.join(TOP_KEYS)}.",
             )
     version = data.get("version", RECIPE_VERSION)
     if version != RECIPE_VERSION:
