@@ -172,8 +172,9 @@ class Fidelity(Task):
     def run(self, baseline: Model, candidate: Model, progress=None) -> AccuracyResult:
         import torch
 
-        tokens = token_limit(baseline, self.max_length) if self.inputs is None else None
-        limits = {"max_length": tokens[0], "max_length_from": tokens[1]} if tokens else {}
+        tokens = token_limit(baseline, self.max_length)
+        texts_used = self.inputs is None or baseline.family == "encoder"
+        limits = {"max_length": tokens[0], "max_length_from": tokens[1]} if texts_used else {}
         if baseline.family == "encoder":
             texts = self.texts or load_labelled("spam", limit=64).test_texts
             b = sentence_embeddings(baseline, texts, max_length=tokens[0])
@@ -181,7 +182,7 @@ class Fidelity(Task):
             cos = (b * c).sum(dim=1)
             details = {"cosine_min": cos.min().item(), "n": len(texts), "outputs": "sentence embeddings"}
             return self.result(cos.mean().item(), 1.0, {**details, **limits})
-        b_out, c_out = self._outputs(baseline, candidate, tokens[0] if tokens else 0)
+        b_out, c_out = self._outputs(baseline, candidate, tokens[0])
         cos = torch.nn.functional.cosine_similarity(b_out, c_out, dim=-1)
         details = {
             "cosine_min": cos.min().item(),
