@@ -40,7 +40,8 @@ def evaluate(
     """Compare a candidate with its baseline and return a Report.
 
     `candidate` and `baseline` are paths, `Model`s, `torch.nn.Module`s or an `Artifact`.
-    `inputs` are sample inputs for models without a tokenizer (latency and fidelity).
+    `inputs` are sample inputs for models without a tokenizer (latency and fidelity); without them,
+    such a model is timed on the first rows of an .npz `data` file.
     `runtimes`: "torch" and/or "onnxruntime" (both models exported to ONNX and checked against
     torch first); `devices`: "cpu" and/or "cuda". An absent one gives an 'unavailable' row.
     `task_options` (a TaskOptions or a dict of its fields): text length, causal-lm window and stride.
@@ -67,6 +68,10 @@ def evaluate(
     notes += _source_check(cand, base)
     notes += _compression_notes(cand)
     settings = latency or LatencySettings()
+    if inputs is None and base.tokenizer is None and data is not None and str(data).endswith(".npz"):
+        from compress.eval.data import load_arrays  # a model without a tokenizer: time it on the data
+
+        inputs = load_arrays(data, limit=settings.batch_size)[0]
 
     both = cand.checkpoint and base.checkpoint and not (cand.onnx_only or base.onnx_only)
     tensors = tensor_errors(cand.checkpoint, base.checkpoint) if both else []
