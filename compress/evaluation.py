@@ -29,10 +29,7 @@ def evaluate_and_gate(
         source,
     )
     if plan.recipe.model is not None:  # checkpoints of the user's own class (--module) load into it
-        candidate, baseline, source = (
-            plan.load_model(m) if isinstance(m, str | os.PathLike) else m
-            for m in (candidate, baseline, source)
-        )
+        candidate, baseline, source = (_into_class(plan, m) for m in (candidate, baseline, source))
     if inputs is None:
         inputs = sample_inputs(result, e.latency.batch_size)
     arguments = e.arguments() | ({"task": task} if task is not None else {})
@@ -46,6 +43,15 @@ def evaluate_and_gate(
     _gate(result, history)
     if history is not None:
         history.append(report, command=command, model=plan.source_sha256 or None, verdict=result.verdict)
+
+
+def _into_class(plan, model: Any) -> Any:
+    """A checkpoint path, or a result saved to one, loaded into the recipe's class (--module)."""
+    from compress.artifact import Artifact
+
+    if isinstance(model, Artifact) and model.path is not None:
+        return plan.load_model(model.path)
+    return plan.load_model(model) if isinstance(model, str | os.PathLike) else model
 
 
 def change_notes(changes: dict[str, dict], shown: int = 4) -> list[str]:

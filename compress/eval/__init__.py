@@ -68,10 +68,8 @@ def evaluate(
     notes += _source_check(cand, base)
     notes += _compression_notes(cand)
     settings = latency or LatencySettings()
-    if inputs is None and base.tokenizer is None and data is not None and str(data).endswith(".npz"):
-        from compress.eval.data import load_arrays  # a model without a tokenizer: time it on the data
-
-        inputs = load_arrays(data, limit=settings.batch_size)[0]
+    if inputs is None and base.tokenizer is None:
+        inputs = _data_inputs(data, settings.batch_size)
 
     both = cand.checkpoint and base.checkpoint and not (cand.onnx_only or base.onnx_only)
     tensors = tensor_errors(cand.checkpoint, base.checkpoint) if both else []
@@ -117,6 +115,15 @@ def _latency_rows(cand, base, devices, runtimes, settings, inputs, progress) -> 
     finally:
         graphs.close()
     return rows, graphs.notes
+
+
+def _data_inputs(data: str | None, batch_size: int) -> Any:
+    """The first rows of an .npz evaluation file: what a model without a tokenizer is timed on."""
+    if data is None or not str(data).endswith(".npz"):
+        return None
+    from compress.eval.data import load_arrays
+
+    return load_arrays(data, limit=batch_size)[0]
 
 
 def _record(report: Report, history: Any) -> None:
