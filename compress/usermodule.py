@@ -59,20 +59,15 @@ class ModelSpec(Settings):
         return source.endswith(".py") or "/" in source or "\\" in source
 
     def describe(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.args.items())
-        return f"{self.class_name}({args}) from {self.module.rpartition(':')[0]}"
+        return f"{self.describe_call()} from {self.module.rpartition(':')[0]}"
 
     def build(self):
         """A fresh instance of the class (its weights as its constructor leaves them)."""
-        import torch
-
         cls = self.class_()
         try:
             instance = cls(**self.args)
         except (Exception, SystemExit) as exc:  # the user's constructor: any error is theirs to fix
             raise BadInput(f"{self.module}: {self.describe_call()} failed ({_first_line(exc)}).") from None
-        if not isinstance(instance, torch.nn.Module):
-            raise BadInput(f"{self.module}: {self.describe_call()} did not return a torch.nn.Module.")
         return instance.eval()
 
     def describe_call(self) -> str:
@@ -96,9 +91,13 @@ class ModelSpec(Settings):
             cls = getattr(module, self.class_name, None)
             if cls is None:
                 found = sorted(
-                    n for n, v in vars(module).items() if inspect.isclass(v) and not n.startswith("_")
+                    n
+                    for n, v in vars(module).items()
+                    if inspect.isclass(v)
+                    and issubclass(v, torch.nn.Module)
+                    and v.__module__ == module.__name__
                 )
-                shown = f" (classes there: {', '.join(found)})" if found else ""
+                shown = f" (torch.nn.Module classes there: {', '.join(found)})" if found else ""
                 raise BadInput(f"{self.module}: {source} has no class '{self.class_name}'{shown}.")
             if not (inspect.isclass(cls) and issubclass(cls, torch.nn.Module)):
                 raise BadInput(f"{self.module}: '{self.class_name}' is not a torch.nn.Module class.")

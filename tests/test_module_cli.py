@@ -199,7 +199,7 @@ class Wider(torch.nn.Module):
     ("module", "args", "message"),
     [
         ("missing.py:DigitsCNN", [], "missing.py: no such file"),
-        ("{cnn}:Nope", [], "has no class 'Nope' (classes there: Digits, DigitsCNN"),
+        ("{cnn}:Nope", [], "has no class 'Nope' (torch.nn.Module classes there: DigitsCNN)"),
         ("{user}:NotAModule", [], "'NotAModule' is not a torch.nn.Module class"),
         ("{user}:Needs", ["width=3"], r"Needs(width=3) failed (RuntimeError: needs a GPU)"),
         ("{user}:Needs", [], "Needs() failed (TypeError"),
