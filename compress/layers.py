@@ -44,7 +44,8 @@ def checkpoint_layers(file: SafetensorsFile, skeleton=None) -> list[Layer]:
     """Candidate layers of a checkpoint, typed from its architecture: `skeleton` (the module it loads
     into, --module), else the one its config names (built on the meta device: its structure, no
     memory and no weights). Without either, every floating tensor of two or more dimensions is a
-    candidate of unknown type.
+    candidate of unknown type; an empty one (a zero-size dimension) is not: there is nothing in it
+    to compress.
     """
     config = None
     if skeleton is None:
@@ -53,7 +54,7 @@ def checkpoint_layers(file: SafetensorsFile, skeleton=None) -> list[Layer]:
             return [
                 Layer(name=n.removesuffix(".weight"), type=None, weight=n)
                 for n, info in file.tensors.items()
-                if info.is_float and len(info.shape) >= 2
+                if info.is_float and len(info.shape) >= 2 and info.numel > 0
             ]
         import torch
 
