@@ -26,6 +26,7 @@ from compress.usermodule import ModelSpec, parse_args
 
 CNN_FILE = Path(__file__).resolve().parents[1] / "benchmarks" / "models" / "digits_cnn.py"
 MODULE = ["--module", f"{CNN_FILE}:DigitsCNN", "--module-arg", "width=8"]
+SPEC = ModelSpec(module=f"{CNN_FILE}:DigitsCNN", args={"width": 8})
 FAST = ["--budget", "0.2", "--batch-size", "4", "--device", "cpu"]
 
 
@@ -55,7 +56,7 @@ def digits(tmp_path_factory) -> Path:
     torch.set_num_threads(1)
     try:
         torch.manual_seed(0)
-        net = ModelSpec(module=f"{CNN_FILE}:DigitsCNN", args={"width": 8}).build().train()
+        net = SPEC.build().train()
         optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
         images, labels = torch.from_numpy(x[:1400]), torch.from_numpy(y[:1400])
         generator = torch.Generator().manual_seed(0)
@@ -104,7 +105,7 @@ def test_the_readme_digits_cnn_example_prunes_both_convolutions_and_reports_accu
     assert report["size"]["ratio"] < 0.6
     recipe = (out / "recipe.yaml").read_text()
     assert "DigitsCNN" in recipe and "width: 8" in recipe
-    back = cz.load(out, module=ModelSpec(module=f"{CNN_FILE}:DigitsCNN", args={"width": 8}).build())
+    back = cz.load(out, module=SPEC.build())
     assert back.module.conv2.weight.shape == (8, 4, 3, 3)  # the fresh class shrinks to the stored shapes
 
     again = tmp_path / "again"  # the saved recipe alone (no --module) reproduces the run
@@ -118,17 +119,14 @@ def test_the_readme_digits_cnn_example_prunes_both_convolutions_and_reports_accu
 
 def test_quantize_with_module_evaluates_for_real(digits, tmp_path):
     cnn, data = digits / "cnn" / "model.safetensors", str(digits / "digits.npz")
-    result = run(
-        "quantize", str(cnn), *MODULE, "--task", "classification", "--data", data, "-o", str(tmp_path / "q"),
-        "--json", "-", "-q", *FAST,
-    )  # fmt: skip
+    evaluation = ["--task", "classification", "--data", data, "--json", "-", "-q", *FAST]
+    result = run("quantize", str(cnn), *MODULE, *evaluation, "-o", str(tmp_path / "q"))
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["accuracy"]["status"] == "ok" and report["accuracy"]["retention"] > 0.95
     assert report["latency"][0]["status"] == "ok"
-    assert {t["name"] for t in report["tensors"]} == {
-        "head.weight"
-    }  # Linear layers only: the class says which
+    quantized = {t["name"] for t in report["tensors"]}
+    assert quantized == {"head.weight"}  # Linear layers only: the class says which weights are Linear
 
 
 def test_without_module_a_bare_checkpoint_refuses_evaluation_options_it_cannot_apply(digits, tmp_path):
@@ -140,9 +138,7 @@ def test_without_module_a_bare_checkpoint_refuses_evaluation_options_it_cannot_a
     assert not out.exists()
     line = one_line_error(run("eval", str(cnn), "--baseline", str(cnn), "--data", data))
     assert "--module" in line
-    result = run(
-        "quantize", str(cnn), "-o", str(out), "--json", "-", "-q"
-    )  # nothing asked: said, not refused
+    result = run("quantize", str(cnn), "-o", str(out), "--json", "-", "-q")  # nothing asked: said
     assert result.exit_code == 0, result.output
     assert "--module" in json.loads(result.stdout)["accuracy"]["reason"]
 
@@ -151,31 +147,24 @@ def test_eval_sweep_and_distill_take_module_too(digits, tmp_path):
     cnn, data, pruned = digits / "cnn" / "model.safetensors", str(digits / "digits.npz"), tmp_path / "p"
     prune = ["--pattern", "channels", "--sparsity", "0.5", "--calib", data, "--no-eval", "-q"]
     assert run("prune", str(cnn), *MODULE, *prune, "-o", str(pruned)).exit_code == 0
-    result = run(
-        "eval", str(pruned), "--baseline", str(cnn), *MODULE, "--data", data, "--json", "-", "-q", *FAST
-    )
+    evaluation = ["--data", data, "--json", "-", "-q", *FAST]
+    result = run("eval", str(pruned), "--baseline", str(cnn), *MODULE, *evaluation)
     assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)
-    assert report["accuracy"]["status"] == "ok" and report["latency"][0]["status"] == "ok"
+    evaluated = json.loads(result.stdout)
+    assert evaluated["accuracy"]["status"] == "ok" and evaluated["latency"][0]["status"] == "ok"
 
     setting = "{kind: quantize, scheme: int8}"
     result = run("sweep", str(cnn), setting, *MODULE, "--data", data, "-o", str(tmp_path / "s"), "-q", *FAST)
     assert result.exit_code == 0, result.output
     (point,) = (tmp_path / "s").iterdir()
-    assert Recipe.load(point / "recipe.yaml").model == ModelSpec(
-        module=f"{CNN_FILE}:DigitsCNN", args={"width": 8}
-    )
+    assert Recipe.load(point / "recipe.yaml").model == SPEC
 
     student = ["--teacher", str(cnn), "--data", data, "--max-steps", "3", "--eval-data", data]
-    result = run(
-        "distill", str(pruned), *student, *MODULE, "-o", str(tmp_path / "d"), "--json", "-", "-q", *FAST
-    )
+    result = run("distill", str(pruned), *student, *MODULE, "-o", str(tmp_path / "d"), *evaluation[2:])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["distillation"]["accuracy_before"]["value"] == pytest.approx(
-        json.loads(run("eval", str(pruned), "--baseline", str(cnn), *MODULE, "--data", data, "--json", "-",
-                       "-q", *FAST).stdout)["accuracy"]["value"]
-    )  # fmt: skip
+    before = report["distillation"]["accuracy_before"]  # the pruned student, scored as `compress eval` did
+    assert before["value"] == pytest.approx(evaluated["accuracy"]["value"])
     assert report["accuracy"]["status"] == "ok"
 
 
@@ -279,12 +268,9 @@ def test_the_cache_key_follows_the_class_its_arguments_and_its_code(digits, tmp_
 
 
 def test_a_model_in_memory_must_match_the_recipes_model_section(digits):
-    spec = ModelSpec(module=f"{CNN_FILE}:DigitsCNN", args={"width": 8})
-    model = spec.load(digits / "cnn" / "model.safetensors")
+    model = SPEC.load(digits / "cnn" / "model.safetensors")
     plan = plan_run(Recipe.of([cz.Quantize()]), model, cache=None)
-    assert plan.recipe.model == spec  # a model built from a spec records it in the run's recipe
-    other = Recipe.of([cz.Quantize()]).replace(
-        model=ModelSpec(module=f"{CNN_FILE}:DigitsCNN", args={"width": 4})
-    )
+    assert plan.recipe.model == SPEC  # a model built from a spec records it in the run's recipe
+    other = Recipe.of([cz.Quantize()]).replace(model=SPEC.replace(args={"width": 4}))
     with pytest.raises(BadInput, match=r"the recipe builds its model as DigitsCNN\(width=4\)"):
         plan_run(other, model, cache=None)
