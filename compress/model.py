@@ -327,11 +327,11 @@ def _set_activations(module, parts: dict, modes: dict, names: dict, where: str) 
             set_activation_mode(owner, mode)
         except (TypeError, ValueError) as exc:
             raise BadInput(f"{where}: weight '{stored}': {exc} (corrupt compress metadata).") from None
-    for name in parts:
-        # A tied reader has no header entry of its own; only static layers store an input range.
-        owner = module.get_submodule(name.rpartition(".")[0])
-        if name.endswith(".input_scale") and owner.activations == "none":
-            set_activation_mode(owner, "static")
+    # A Linear tied to an embedding table has no header entry of its own; only a static layer stores
+    # an input range.
+    for sub in module.modules():
+        if isinstance(sub, QuantLinear) and sub.activations == "none" and sub.input_scale is not None:
+            set_activation_mode(sub, "static")
 
 
 def _tie(module, config, loaded: set[str]) -> set[str]:

@@ -23,7 +23,6 @@ VOLATILE = ("seconds", "peak_rss_mb")  # statistics of the run, not of the resul
 
 
 def cli(*args: str) -> None:
-    # Module-scoped fixtures run before the per-test COMPRESS_HISTORY / COMPRESS_CACHE are set: opt out.
     result = CliRunner().invoke(main, list(args), catch_exceptions=False)
     assert result.exit_code == 0, result.output
 

@@ -55,3 +55,23 @@ def test_sharing_again_finds_nothing_and_sessions_open(tmp_path):
     session = open_session(graph.path)
     feeds = {k: v.numpy() for k, v in sample.items()}
     assert np.isfinite(session.run(None, feeds)[0]).all()
+
+
+def test_a_tied_lm_head_keeps_its_static_range_through_save_load_and_export(tmp_path):
+    """Static INT8 with the embedding table quantized: the head tied to it reads its input through a
+    calibrated range in memory, after loading the saved checkpoint, and in the ONNX export (which
+    refuses a static layer without a range)."""
+    from compress.api import export_steps, quantize_recipe
+    from compress.qmodules import QuantLinear
+
+    source = write_tiny_llama(tmp_path / "llama", tie=True)
+    recipe = quantize_recipe("int8", activations="static", embeddings=True)
+    ids = torch.randint(0, 100, (4, 16), generator=torch.Generator().manual_seed(0))
+    artifact = cz.apply(source, recipe.replace(export=export_steps("onnx")), data=ids)
+    head = artifact.model.module.lm_head
+    assert isinstance(head, QuantLinear) and head.activations == "static" and head.input_scale is not None
+    artifact.save(tmp_path / "out")
+    assert (tmp_path / "out" / "model.onnx").is_file()
+    loaded = cz.load(tmp_path / "out").module.lm_head
+    assert isinstance(loaded, QuantLinear) and loaded.activations == "static"
+    assert torch.equal(loaded.input_scale, head.input_scale)
