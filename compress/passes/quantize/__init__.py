@@ -316,7 +316,12 @@ def _calibrate_activations(module, cfg: QuantizeConfig, ctx: PassContext, groups
     from torch import nn
 
     from compress.calib import CalibrationData
-    from compress.passes.quantize.activation_ranges import measure_input_ranges, smooth_weights
+    from compress.passes.quantize.activation_ranges import (
+        AUTO,
+        measure_input_ranges,
+        smooth_weights,
+        smoothing_strength,
+    )
 
     if not isinstance(ctx.data, CalibrationData) or len(ctx.data) == 0:
         raise BadInput(
@@ -326,18 +331,21 @@ def _calibrate_activations(module, cfg: QuantizeConfig, ctx: PassContext, groups
     if ctx.weights is not None:
         ctx.weights.load()  # the calibration forward runs the whole model
     linear = [names for names in groups if isinstance(module.get_submodule(names[0]), nn.Linear)]
-    ranges = measure_input_ranges(module, [n for names in linear for n in names], ctx.data, ctx.progress)
-    if cfg.smooth_alpha is not None:
+    alpha = smoothing_strength(cfg.smooth, cfg.activations)
+    layers = [n for names in linear for n in names]
+    ranges = measure_input_ranges(module, layers, ctx.data, ctx.progress, keep_rows=alpha == AUTO)
+    if alpha is not None:
         tied = {n for names in linear if len(names) > 1 for n in names}
-        smooth_weights(module, ranges, cfg.smooth_alpha, tied)
+        smooth_weights(module, ranges, alpha, tied, bits=cfg.int8_bits)
     return ranges
 
 
 def _attach_activation_parts(module, cfg: QuantizeConfig, ranges: list, changes: dict) -> None:
     """Store each quantized layer's smoothing factors and static range, and record them."""
-    from compress.passes.quantize.activation_ranges import activation_parts
+    from compress.passes.quantize.activation_ranges import activation_parts, smoothing_alphas
     from compress.qmodules import QuantLinear
 
+    alphas = smoothing_alphas(ranges)
     for name, parts in activation_parts(ranges, cfg.activations == "static").items():
         layer = module.get_submodule(name)
         if not isinstance(layer, QuantLinear):
@@ -347,6 +355,7 @@ def _attach_activation_parts(module, cfg: QuantizeConfig, ranges: list, changes:
         record = changes.setdefault(f"{name}.weight", {})
         if "input_smooth" in parts:
             record["smooth_max"] = float((1 / parts["input_smooth"]).max())
+            record["smooth_alpha"] = alphas[name]
         if "input_scale" in parts:
             record["input_scale"] = float(parts["input_scale"])
             record["input_zero"] = int(parts["input_zero"])

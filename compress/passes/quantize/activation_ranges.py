@@ -1,7 +1,8 @@
 """Calibrated activation settings of INT8 Linear layers: SmoothQuant factors and static ranges.
 
 One pass of the float model over the calibration data records, for the input of every targeted
-Linear layer, each channel's min and max. From them:
+Linear layer, each channel's min and max (and, when the smoothing strength is searched, a sample
+of the input rows). From them:
 
 - smoothing (SmoothQuant, Xiao et al. 2023): transformer activations carry a few outlier channels
   that make every other channel's 8-bit code coarse. For the layers that read one tensor (q, k and v
@@ -10,24 +11,39 @@ Linear layer, each channel's min and max. From them:
   run time (stored per layer as `input_smooth`), so the product is unchanged while the activations
   get flatter and the weights take the outliers. Readers of one tensor share one factor, so the
   exported graph quantizes that tensor once.
+- the strength alpha per tensor (`smooth` "auto", the default with static activations): each
+  alpha of ALPHA_GRID is tried on the sampled input rows, quantized exactly as the pass will
+  (weights W * s to int8 per row with the pass's code width, the input to the static uint8 range
+  below), and the one with the least relative output error of the readers is kept. Measured on
+  MiniLM (benchmarks/results/int8_static_accuracy.md): one alpha for every layer leaves either the
+  attention inputs (best near 0.9-0.95) or the FFN input (best near 0.7) worse off; 7-bit weights
+  want lower alphas than 8-bit ones, which take the outliers with finer steps.
 - static ranges: an asymmetric uint8 scale and zero point per layer input (`input_scale`,
   `input_zero`) covering the (smoothed) input's min and max, as ONNX Runtime's and NNCF's MinMax
   calibration. Shrinking the range to the least error was tried and measured worse on MiniLM
   (embedding cosine 0.959 judged on the input's error, 0.971 on the layers' output error, against
-  0.978 for min-max): BERT's outlier channels carry the signal, clipping them costs more than the
-  coarser step.
+  0.978 for min-max, with alpha 0.5): BERT's outlier channels carry the signal, clipping them costs
+  more than the coarser step. With the searched smoothing, shrinking (searched jointly with alpha on
+  the output error) and NNCF's mean of per-sample min/max both measured the same as min-max.
 A layer whose weight is tied to another tensor (an output head sharing the embedding) is not
 smoothed: scaling its columns would change the other user of the weight.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from compress.errors import BadInput
+
 MIN_FACTOR = 1e-5
+AUTO = "auto"  # smoothing strength searched per input tensor
+ALPHA_GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+SEARCH_ROWS = 4096  # input rows (tokens) sampled per tensor for the search ...
+SEARCH_BYTES = 512 * 2**20  # ... fewer when all of them would take more memory than this
 
 
 @dataclass
@@ -38,17 +54,38 @@ class InputRange:
     channel_min: torch.Tensor
     channel_max: torch.Tensor
     smooth: torch.Tensor | None = None  # 1/s per channel, once smoothing is decided
+    rows: torch.Tensor | None = None  # [n, channels] sample of the input, for the alpha search
+    alpha: float | None = None  # the smoothing strength applied
 
 
-def measure_input_ranges(module, layer_names: list[str], data, progress=None) -> list[InputRange]:
-    """Run the calibration samples through `module` and group the layers by the tensor they read."""
+def smoothing_strength(smooth: float | str | None, activations: str) -> float | str | None:
+    """The SmoothQuant strength a quantize pass applies: `smooth` as given (0: off; "auto": searched
+    per tensor, static activations only); unset: "auto" with static activations, off otherwise."""
+    if smooth == AUTO and activations != "static":
+        raise BadInput(
+            "quantize.smooth: 'auto' searches alpha against static activation ranges; use it with "
+            "activations static, or give a number (0 < alpha < 1)."
+        )
+    if smooth is None:
+        return AUTO if activations == "static" else None
+    return smooth or None
+
+
+def measure_input_ranges(
+    module, layer_names: list[str], data, progress=None, keep_rows: bool = False
+) -> list[InputRange]:
+    """Run the calibration samples through `module` and group the layers by the tensor they read.
+    With `keep_rows`, each tensor also keeps an evenly spaced sample of its rows (see SEARCH_ROWS)."""
     from compress.passes.prune.activations import run_hooked
 
     lows: dict[str, torch.Tensor] = {}
     highs: dict[str, torch.Tensor] = {}
+    kept: dict[str, list[torch.Tensor]] = {}
     readers: dict[int, list[str]] = {}  # id(input tensor) -> layers, within one forward
     seen: list[Any] = []  # keeps this forward's inputs alive so their ids stay unique
     groups: list[list[str]] | None = None
+    batches = data.batches(8)
+    per_batch = _rows_per_batch(module, layer_names, len(batches)) if keep_rows else 0
 
     def hook(name: str):
         def record(_module, args):
@@ -57,6 +94,10 @@ def measure_input_ranges(module, layer_names: list[str], data, progress=None) ->
             low, high = flat.amin(dim=0), flat.amax(dim=0)
             lows[name] = torch.minimum(lows[name], low) if name in lows else low
             highs[name] = torch.maximum(highs[name], high) if name in highs else high
+            first = id(args[0]) not in readers  # the other readers see the same rows
+            if per_batch and first:
+                picked = torch.linspace(0, len(flat) - 1, min(per_batch, len(flat))).round().long()
+                kept.setdefault(name, []).append(flat[picked])
             readers.setdefault(id(args[0]), []).append(name)
             seen.append(args[0])
 
@@ -70,11 +111,9 @@ def measure_input_ranges(module, layer_names: list[str], data, progress=None) ->
         seen.clear()
 
     hooks = [module.get_submodule(n).register_forward_pre_hook(hook(n)) for n in layer_names]
-    run_hooked(module, data.batches(8), hooks, progress, "calibrating activations", next_batch)
+    run_hooked(module, batches, hooks, progress, "calibrating activations", next_batch)
     missing = [n for n in layer_names if n not in lows]
     if missing:
-        from compress.errors import BadInput
-
         raise BadInput(
             f"quantize: layer '{missing[0]}' never ran on the calibration data, so its activation range "
             "is unknown; exclude it or use --activations dynamic."
@@ -84,24 +123,80 @@ def measure_input_ranges(module, layer_names: list[str], data, progress=None) ->
             layers=names,
             channel_min=torch.stack([lows[n] for n in names]).amin(dim=0),
             channel_max=torch.stack([highs[n] for n in names]).amax(dim=0),
+            rows=torch.cat(kept[names[0]]) if names[0] in kept else None,
         )
         for names in groups or []
     ]
 
 
-def smooth_weights(module, ranges: list[InputRange], alpha: float, tied: set[str]) -> None:
-    """Multiply the readers' weight columns by s and set each range's `smooth` to 1/s (in place)."""
+def _rows_per_batch(module, layer_names: list[str], batches: int) -> int:
+    """Rows to keep per tensor and batch: SEARCH_ROWS in all, within SEARCH_BYTES for every layer."""
+    channels = sum(module.get_submodule(n).weight.shape[1] for n in layer_names)
+    total = min(SEARCH_ROWS, SEARCH_BYTES // (4 * max(channels, 1)))
+    return max(1, math.ceil(total / max(batches, 1)))
+
+
+def smoothing_factor(rng: InputRange, weights: list[torch.Tensor], alpha: float) -> torch.Tensor:
+    """SmoothQuant's s per input channel for the readers' `weights` at strength `alpha`."""
+    act = torch.maximum(rng.channel_max.abs(), rng.channel_min.abs()).clamp(min=MIN_FACTOR)
+    wmax = torch.stack([w.detach().abs().amax(dim=0).float() for w in weights]).amax(dim=0)
+    return (act.pow(alpha) / wmax.clamp(min=MIN_FACTOR).pow(1 - alpha)).clamp(min=MIN_FACTOR)
+
+
+def smooth_weights(
+    module, ranges: list[InputRange], alpha: float | str, tied: set[str], bits: int = 8
+) -> None:
+    """Multiply the readers' weight columns by s and set each range's `smooth` to 1/s (in place).
+    `alpha` "auto": searched per tensor on its sampled rows with `bits`-bit weights (see
+    search_alpha); the rows are dropped afterwards."""
     for rng in ranges:
+        rows, rng.rows = rng.rows, None
         if any(name in tied for name in rng.layers):
             continue
-        act = torch.maximum(rng.channel_max.abs(), rng.channel_min.abs()).clamp(min=MIN_FACTOR)
         weights = [module.get_submodule(n).weight for n in rng.layers]
-        wmax = torch.stack([w.detach().abs().amax(dim=0).float() for w in weights]).amax(dim=0)
-        factor = (act.pow(alpha) / wmax.clamp(min=MIN_FACTOR).pow(1 - alpha)).clamp(min=MIN_FACTOR)
+        if alpha == AUTO:
+            if rows is None:
+                raise ValueError("smooth_weights: alpha 'auto' needs the ranges measured with keep_rows")
+            rng.alpha = search_alpha(rng, rows, weights, bits)
+        else:
+            rng.alpha = float(alpha)
+        factor = smoothing_factor(rng, weights, rng.alpha)
         with torch.no_grad():
             for weight in weights:
                 weight.mul_(factor.to(weight.dtype)[None, :])
         rng.smooth = 1.0 / factor
+
+
+def search_alpha(rng: InputRange, rows: torch.Tensor, weights: list[torch.Tensor], bits: int) -> float:
+    """The alpha of ALPHA_GRID whose quantized readers reproduce the float outputs on `rows` best
+    (least sum over readers of the output's mean squared error relative to its mean square)."""
+    from compress.passes.quantize.rtn import quantize_int8
+    from compress.qmodules import static_fake_quant
+
+    floats = [w.detach().float() for w in weights]
+    refs = [rows @ w.T for w in floats]
+    errors: dict[float, float] = {}
+    for alpha in ALPHA_GRID:
+        factor = smoothing_factor(rng, floats, alpha)
+        smooth = 1.0 / factor
+        scale, zero = uint8_range(rng.channel_min * smooth, rng.channel_max * smooth)
+        codes = static_fake_quant(rows * smooth, scale, zero)
+        error = 0.0
+        for w, ref in zip(floats, refs, strict=True):
+            dequantized = quantize_int8(w * factor[None, :], bits).dequantize(torch.float32)
+            got = codes @ dequantized.T
+            error += float((ref - got).pow(2).mean() / ref.pow(2).mean().clamp(min=1e-30))
+        errors[alpha] = error
+    return min(errors, key=errors.__getitem__)
+
+
+def uint8_range(channel_min: torch.Tensor, channel_max: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Asymmetric uint8 scale and zero point covering every channel's min and max (and 0)."""
+    low = torch.clamp(channel_min.min(), max=0.0)
+    high = torch.clamp(channel_max.max(), min=0.0)
+    scale = torch.clamp((high - low) / 255.0, min=1e-12)
+    zero = torch.clamp(torch.round(-low / scale), 0, 255)
+    return scale.reshape(()), zero.reshape(())
 
 
 def static_range(rng: InputRange) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,11 +204,7 @@ def static_range(rng: InputRange) -> tuple[torch.Tensor, torch.Tensor]:
     low, high = rng.channel_min, rng.channel_max
     if rng.smooth is not None:
         low, high = low * rng.smooth, high * rng.smooth
-    low = torch.clamp(low.min(), max=0.0)
-    high = torch.clamp(high.max(), min=0.0)
-    scale = torch.clamp((high - low) / 255.0, min=1e-12)
-    zero = torch.clamp(torch.round(-low / scale), 0, 255)
-    return scale.reshape(()), zero.reshape(())
+    return uint8_range(low, high)
 
 
 def activation_parts(ranges: list[InputRange], static: bool) -> dict[str, dict[str, torch.Tensor]]:
@@ -128,3 +219,8 @@ def activation_parts(ranges: list[InputRange], static: bool) -> dict[str, dict[s
         for name in rng.layers:
             parts[name] = mine
     return parts
+
+
+def smoothing_alphas(ranges: list[InputRange]) -> dict[str, float]:
+    """The smoothing strength applied to each layer's input, by layer name (for the pass's records)."""
+    return {name: rng.alpha for rng in ranges if rng.alpha is not None for name in rng.layers}
