@@ -15,8 +15,11 @@ from compress.passes.quantize import activation_ranges
 from compress.passes.quantize.activation_ranges import (
     ALPHA_GRID,
     AUTO,
+    MAX_FACTOR,
+    InputRange,
     measure_input_ranges,
     smooth_weights,
+    smoothing_factor,
     smoothing_strength,
 )
 from compress.qmodules import QuantLinear
@@ -99,3 +102,15 @@ def test_rows_are_kept_within_the_memory_budget(monkeypatch):
     assert [len(r.rows) for r in small] == [10, 10]
     smooth_weights(model, small, AUTO, set(), bits=8)
     assert all(r.rows is None and r.alpha in ALPHA_GRID for r in small)  # rows freed once used
+
+
+def test_smoothing_factors_are_bounded_by_their_low_quantile_and_a_maximum():
+    low = torch.linspace(1, 100, 100)
+    rng = InputRange(layers=["a"], channel_min=-low, channel_max=low * 1e4)  # up to 1e6
+    weight = torch.ones(8, 100)
+    raw = (low * 1e4).pow(0.5)  # max|x|^0.5 / max|W|^0.5 with max|W| = 1
+    factor = smoothing_factor(rng, [weight], 0.5)
+    assert float(factor.max()) == MAX_FACTOR  # the loudest channels: capped
+    torch.testing.assert_close(factor.min(), torch.quantile(raw, 0.1))  # the quietest: raised
+    middle = (raw > torch.quantile(raw, 0.1)) & (raw < MAX_FACTOR)
+    torch.testing.assert_close(factor[middle], raw[middle])  # the rest as SmoothQuant computes them
