@@ -135,17 +135,12 @@ def nncf_worker(variant: str, settings: dict, out_path: Path) -> None:
     import nncf
 
     import compress as cz
-    from compress.calib import load_calibration
+    from compress.calibration import Calibration, draw
     from compress.memory import peak_rss_mb
 
     model = cz.load(gemma_path())
-    samples = load_calibration(
-        "wiki-train",
-        tokenizer=model.tokenizer,
-        n_samples=settings["samples"],
-        seq_len=settings["seq_len"],
-        seed=0,
-    ).samples
+    asked = Calibration(samples=settings["samples"], seq_len=settings["seq_len"])
+    samples = draw(asked, model.tokenizer).samples
     dataset = nncf.Dataset(samples, lambda s: {**s, "use_cache": False})
     started = time.perf_counter()
     model.module = nncf.compress_weights(

@@ -26,9 +26,9 @@ from pathlib import Path
 from common import ROOT, WORK, benchmark_lock, markdown_table, minilm_path, write_results
 
 import compress as cz
+from compress.api import run_recipe
 from compress.recipe import Recipe
 from compress.report import Report
-from compress.runner import run_recipe
 
 RECIPES = sorted((ROOT.parent / "recipes").glob("*.yaml"))
 SCRATCH = WORK / "recipes"

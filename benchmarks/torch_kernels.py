@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from common import WORK, benchmark_lock, gemma_path, markdown_table, write_results
 
-from compress import kernels
+from compress import kernels, qmodules
 from compress.passes.quantize.rtn import quantize_int4, quantize_int8
 from compress.qmodules import QuantLinear, per_token_fake_quant
 
@@ -213,7 +213,7 @@ def gemma_decoding() -> list[dict]:
         with dequantize_everywhere():
             reference = generate()
         tokens = generate()
-        ran = kernels.kernels_ran(model.module)
+        ran = qmodules.kernels_ran(model.module)
 
         def baseline(generate=generate):
             with dequantize_everywhere():

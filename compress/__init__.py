@@ -25,10 +25,11 @@ from compress._version import __version__
 _EXPORTS = {
     "load": "compress.model:load",
     "Model": "compress.model:Model",
-    "apply": "compress.pipeline:apply",
-    "compress_checkpoint": "compress.pipeline:compress_checkpoint",
+    "apply": "compress.api:apply",
+    "compress_checkpoint": "compress.api:compress_checkpoint",
     "quantize": "compress.api:quantize",
-    "Quantize": "compress.passes.quantize:QuantizeConfig",
+    "Quantize": "compress.passes.quantize.config:QuantizeConfig",
+    "Calibration": "compress.calibration:Calibration",
     "prune": "compress.api:prune",
     "Prune": "compress.passes.prune:PruneConfig",
     "distill": "compress.distillation:distill",
@@ -45,7 +46,7 @@ _EXPORTS = {
     "BadInput": "compress.errors:BadInput",
     "gate": "compress.gate:gate",
     "Rule": "compress.gate:Rule",
-    "run_recipe": "compress.runner:run_recipe",
+    "run_recipe": "compress.api:run_recipe",
     "History": "compress.history:History",
     "sweep": "compress.sweep:sweep",
     "Sweep": "compress.sweep:Sweep",
@@ -54,6 +55,7 @@ _EXPORTS = {
 __all__ = [
     "Artifact",
     "BadInput",
+    "Calibration",
     "CompressError",
     "Distill",
     "History",
@@ -114,8 +116,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from compress.api import prune, quantize
+    from compress.api import apply, compress_checkpoint, prune, quantize, run_recipe
     from compress.artifact import Artifact
+    from compress.calibration import Calibration
     from compress.compare import compare
     from compress.distillation import distill
     from compress.errors import BadInput, CompressError
@@ -127,10 +130,8 @@ if TYPE_CHECKING:
     from compress.model import Model, load
     from compress.passes.distill import DistillConfig as Distill
     from compress.passes.prune import PruneConfig as Prune
-    from compress.passes.quantize import QuantizeConfig as Quantize
-    from compress.pipeline import apply, compress_checkpoint
+    from compress.passes.quantize.config import QuantizeConfig as Quantize
     from compress.recipe import Recipe
     from compress.report import Report
-    from compress.runner import run_recipe
     from compress.sweep import Sweep, sweep
     from compress.targets import Targets

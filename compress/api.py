@@ -1,107 +1,149 @@
-"""Convenience functions of the public API; each builds settings and calls `apply`."""
+"""The verbs of the public API. Each builds a Recipe and calls the one runner (compress.runner.run),
+exactly as the command of the same name does, so Python and the CLI give the same result."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from compress.artifact import Artifact
-from compress.pipeline import apply
+from compress.calibration import Calibration
+from compress.recipe import Recipe
+
+
+def apply(
+    model: Any,
+    recipe: Any,
+    *,
+    data: Any = None,
+    device: str = "cpu",
+    progress=None,
+) -> Artifact:
+    """Apply a recipe (or one pass's settings, or a list of them) to a model; the result in memory.
+
+    `model` is a path, a `Model` or a `torch.nn.Module`; a module you pass in is copied, not changed.
+    `data` is calibration data for the passes that take it, replacing the recipe's: a path or a
+    built-in name, a tensor, a list of samples, or `compress.calibration.CalibrationData`.
+    `progress`: True for plain text progress (fine in a notebook), or a compress.progress.Progress.
+    The recipe's export steps run when the Artifact is saved (`.save(dir)`).
+
+    Example:
+        >>> import compress as cz
+        >>> art = cz.apply("model.safetensors", cz.Quantize(scheme="int4", group_size=32))  # doctest: +SKIP
+        >>> art.save("out/int4")                                                           # doctest: +SKIP
+    """
+    from compress.runner import run
+
+    return run(Recipe.of(recipe), model, data=data, device=device, progress=progress, evaluate=False).artifact
+
+
+def compress_checkpoint(
+    source: str | Path, recipe: Any, out_dir: str | Path, *, data: Any = None, progress=None
+) -> Artifact:
+    """Apply a recipe to a checkpoint and write the result into `out_dir`, without evaluating it
+    (`run_recipe` with evaluate=False and no cache); a data-free pass streams tensor by tensor.
+
+    Example:
+        >>> import compress as cz
+        >>> int8 = cz.Quantize(scheme="int8")
+        >>> cz.compress_checkpoint("model.safetensors", int8, "out/int8")   # doctest: +SKIP
+    """
+    from compress.runner import run
+
+    result = run(Recipe.of(recipe), source, out_dir, data=data, evaluate=False, progress=progress)
+    return result.artifact
+
+
+def run_recipe(
+    recipe: Any,
+    source: Any,
+    output: str | Path | None = None,
+    *,
+    data: Any = None,
+    cache: Any = "default",
+    history: Any = "default",
+    evaluate: bool = True,
+    progress=None,
+):
+    """Run a recipe (a file, a Recipe, or pass settings) on a model as `compress run` does: passes
+    (reusing cached steps), export steps, evaluation, gate, and a row in the history database.
+
+    `cache`: a folder, "default" (COMPRESS_CACHE or .compress/cache) or None. `history`: a
+    compress.History, "default" (COMPRESS_HISTORY or .compress/history.db) or None.
+    Returns a RunResult: `.report`, `.verdict`, `.artifact`, `.output`, `.steps_run`, `.steps_reused`.
+
+    Example:
+        >>> import compress as cz
+        >>> result = cz.run_recipe("recipes/int8-dynamic.yaml", "model.safetensors", "out/")  # doctest: +SKIP
+        >>> result.verdict.passed, result.report.metric("size.ratio")                       # doctest: +SKIP
+    """
+    from compress.runner import run
+
+    if not isinstance(recipe, str | Path):
+        recipe = Recipe.of(recipe)
+    return run(
+        recipe, source, output, data=data, cache=cache, history=history, evaluate=evaluate, progress=progress
+    )
 
 
 def quantize(
     model: Any,
     scheme: str = "int8",
     *,
-    group_size: int = 128,
-    symmetric: bool = True,
     method: str = "rtn",
-    activations: str = "none",
-    weight_bits: int | None = None,
     embeddings: bool = False,
     include: tuple[str, ...] = ("*",),
     exclude: tuple[str, ...] = (),
-    keep_int8: tuple[str, ...] = (),
     data: Any = None,
     calib: dict | None = None,
-    backend: str = "compress",
+    export: Any = (),
     progress=None,
-    **method_settings: Any,
+    **settings: Any,
 ) -> Artifact:
-    """Quantize a model's weights and return the Artifact (in memory; `.save(dir)` writes it).
+    """Quantize a model and return the Artifact (in memory; `.save(dir)` writes it).
 
     `model` is a path, a `Model` or a `torch.nn.Module` (copied, never changed in place).
-    `method`: rtn, mse, hqq (no data) or gptq, awq (calibration data: `data` is a path, a built-in
-    text such as "wiki-train", a tensor or a list of samples; `calib` sets samples, seq_len and seed).
-    `keep_int8` keeps the layers it names at INT8 in an INT4 run; `exclude` keeps them in float.
-    Method settings (damp, act_order, clip) and SmoothQuant's `smooth` (with `activations` dynamic
-    or static, on `data`) pass through as keywords. `backend="nncf"` writes an
-    ONNX graph, not a model in memory: use `quantize_config(..., backend="nncf")` with
-    `cz.compress_checkpoint` (or `compress quantize --backend nncf`).
+    `scheme` int8 or int4; `method`: rtn, mse, hqq (no data) or gptq, awq (calibration data);
+    the other settings of the method's class pass through as keywords (group_size, symmetric,
+    activations, smooth, weight_bits, keep_int8, damp, act_order, clip, backend: see
+    `compress passes` for each with its default). `data` is calibration data (a path or built-in
+    name such as "wiki-train", a tensor or a list of samples) and `calib` its amount
+    ({"samples": 64, "seq_len": 512, "seed": 0}). `export`: formats written on save ("onnx", ...).
 
     Example:
         >>> import compress as cz
         >>> int8 = cz.quantize("model.safetensors", scheme="int8", embeddings=True)   # doctest: +SKIP
         >>> int8.save("out/int8")                                                     # doctest: +SKIP
-        >>> cz.evaluate(int8, baseline="model.safetensors")                           # doctest: +SKIP
         >>> int4 = cz.quantize("gemma", "int4", method="gptq", data="wiki-train",
         ...                    calib={"samples": 64, "seq_len": 512})                 # doctest: +SKIP
     """
-    cfg = quantize_config(
-        scheme,
-        group_size=group_size,
-        symmetric=symmetric,
-        method=method,
-        activations=activations,
-        weight_bits=weight_bits,
-        embeddings=embeddings,
-        include=include,
-        exclude=exclude,
-        keep_int8=keep_int8,
-        calib=calib,
-        backend=backend,
-        **method_settings,
+    recipe = quantize_recipe(
+        scheme, method=method, embeddings=embeddings, include=include, exclude=exclude, **settings
     )
-    return apply(model, cfg, data=data, progress=progress)
+    recipe = with_calibration(recipe, data, calib).replace(export=export_steps(export))
+    return apply(model, recipe, data=None if _is_path(data) else data, progress=progress)
 
 
-def quantize_config(
+def quantize_recipe(
     scheme: str = "int8",
     *,
-    group_size: int = 128,
-    symmetric: bool = True,
     method: str = "rtn",
-    activations: str = "none",
-    weight_bits: int | None = None,
     embeddings: bool = False,
     include: tuple[str, ...] = ("*",),
     exclude: tuple[str, ...] = (),
-    keep_int8: tuple[str, ...] = (),
-    calib: dict | None = None,
-    backend: str = "compress",
-    **method_settings: Any,
-):
-    """The quantize pass's settings from the keyword arguments of `quantize` (and `compress quantize`)."""
-    from compress.passes.quantize import QuantizeConfig
+    **settings: Any,
+) -> Recipe:
+    """A one-pass recipe from the keywords of `quantize` (and the options of `compress quantize`)."""
+    from compress.passes.quantize.config import QuantizeConfig
 
-    return QuantizeConfig.from_dict(
-        {
-            "scheme": scheme,
-            "group_size": group_size,
-            "symmetric": symmetric,
-            "method": method,
-            "activations": activations,
-            "weight_bits": weight_bits,
-            "targets": {
-                "types": ["linear", "embedding"] if embeddings else ["linear"],
-                "include": list(include),
-                "exclude": list(exclude),
-            },
-            "keep_int8": list(keep_int8),
-            **({"calib": calib} if calib else {}),
-            **({"backend": backend} if backend != "compress" else {}),
-            **method_settings,
-        }
-    )
+    targets = {
+        "types": ["linear", "embedding"] if embeddings else ["linear"],
+        "include": list(include) or ["*"],
+        "exclude": list(exclude),
+    }
+    given = {k: v for k, v in settings.items() if v is not None}
+    cfg = QuantizeConfig.from_dict({"scheme": scheme, "method": method, "targets": targets, **given})
+    return Recipe(passes=[cfg], name=cfg.scheme if cfg.method == "rtn" else f"{cfg.scheme}-{cfg.method}")
 
 
 def prune(
@@ -117,8 +159,7 @@ def prune(
     include: tuple[str, ...] = ("*",),
     exclude: tuple[str, ...] = (),
     data: Any = None,
-    calib_samples: int = 64,
-    calib_seq_len: int = 256,
+    calib: dict | None = None,
     progress=None,
 ) -> Artifact:
     """Prune a model and return the Artifact (in memory; `.save(dir)` writes it).
@@ -126,8 +167,9 @@ def prune(
     pattern: "unstructured", an N:M such as "2:4", "neurons", "heads" or "channels".
     method: "magnitude"; "wanda" (unstructured, N:M) or "activation" (structured) use calibration
     data: `data` is a built-in text ("wiki-train", the default), a text file, an .npz of inputs,
-    or ready inputs (tensors, CalibrationData). A model defined in code needs `data` for the
-    structured patterns too: the dependency analysis traces it on a sample.
+    or ready inputs (tensors, CalibrationData); `calib` its amount ({"samples": 64, "seq_len": 256}).
+    A model defined in code needs `data` for the structured patterns too: the dependency analysis
+    traces it on a sample.
 
     Example:
         >>> import compress as cz
@@ -136,11 +178,7 @@ def prune(
         >>> both = cz.apply("model.safetensors", [cz.Prune(pattern="neurons", sparsity=0.3),
         ...                                       cz.Quantize(scheme="int8")])        # doctest: +SKIP
     """
-    from compress.model import load
-    from compress.progress import resolve
-
-    progress = resolve(progress)
-    cfg = prune_config(
+    recipe = prune_recipe(
         pattern,
         sparsity,
         method=method,
@@ -151,12 +189,11 @@ def prune(
         include=include,
         exclude=exclude,
     )
-    loaded = load(model, progress=progress)
-    data = pruning_data(loaded, cfg, data, calib_samples, calib_seq_len)
-    return apply(loaded, cfg, data=data, progress=progress)
+    recipe = with_calibration(recipe, data, calib)
+    return apply(model, recipe, data=None if _is_path(data) else data, progress=progress)
 
 
-def prune_config(
+def prune_recipe(
     pattern: str,
     sparsity: float | None,
     *,
@@ -167,12 +204,12 @@ def prune_config(
     embeddings: bool = False,
     include: tuple[str, ...] = ("*",),
     exclude: tuple[str, ...] = (),
-):
-    """The prune pass's settings from the keyword arguments of `prune` (and `compress prune`)."""
+) -> Recipe:
+    """A one-pass recipe from the keywords of `prune` (and the options of `compress prune`)."""
     from compress.passes.prune import PruneConfig
 
     types = ["linear", "conv", "embedding"] if embeddings else ["linear", "conv"]
-    return PruneConfig.from_dict(
+    cfg = PruneConfig.from_dict(
         {
             "pattern": pattern,
             "sparsity": sparsity,
@@ -183,12 +220,27 @@ def prune_config(
             "targets": {"types": types, "include": list(include) or ["*"], "exclude": list(exclude)},
         }
     )
+    return Recipe(passes=[cfg], name="pruned")
 
 
-def pruning_data(model: Any, cfg: Any, data: Any, n_samples: int, seq_len: int) -> Any:
-    """Calibration data for a prune pass: the built-in text by default for a method that needs data."""
-    from compress.calib import DEFAULT_SOURCE, calibration_data
+def with_calibration(recipe: Recipe, data: Any, calib: dict | None) -> Recipe:
+    """The recipe with its calibration set from `data` (a path or built-in name) and `calib`
+    (samples, seq_len, seed); unchanged when neither says anything."""
+    settings = dict(calib or {})
+    if _is_path(data):
+        settings["data"] = str(data)
+    if not settings:
+        return recipe
+    return recipe.replace(calibration=Calibration.from_dict(settings, "calibration"))
 
-    if data is None and cfg.uses_data() and model.tokenizer is not None:
-        data = DEFAULT_SOURCE
-    return calibration_data(data, model, n_samples=n_samples, seq_len=seq_len)
+
+def export_steps(export: Any) -> list:
+    """Export steps from format names or settings dicts ("onnx", {"format": "onnx", ...})."""
+    from compress.exporters import ExportConfig, export_config_from_dict
+
+    items = [export] if isinstance(export, str | dict | ExportConfig) else list(export or ())
+    return [e if isinstance(e, ExportConfig) else export_config_from_dict(e, "export") for e in items]
+
+
+def _is_path(data: Any) -> bool:
+    return isinstance(data, str | Path)

@@ -1,23 +1,27 @@
-"""Artifact: a compressed model with the recipe and per-layer changes that produced it, and its saving."""
+"""Artifact: a compressed model with the recipe and per-layer changes that produced it.
+
+`Artifact.save(dir)` writes it through the one writer (compress.writer) with the header every
+producer writes, and runs the export steps the recipe asked for; `module_items` turns a model in
+memory into the writer's items (tied tensors once, in name order).
+"""
 
 from __future__ import annotations
 
-import json
-import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from compress._version import __version__
-from compress.checkpoint import atomic_output_dir, save_tensors
 from compress.errors import BadInput
-from compress.formats import FORMAT_VERSION, CompressionInfo
-from compress.model import SIDE_FILES, WEIGHTS_NAME, Model
+from compress.formats import CODECS, FORMAT_VERSION, CompressionInfo
+from compress.model import Model
 
 
 @dataclass
 class Artifact:
-    """The result of applying passes. `model` is in memory; `path` is set once saved.
+    """The result of applying passes. `model` is in memory (None when the result was written tensor
+    by tensor, or by another tool); `path` is set once saved.
 
     Example:
         >>> art = cz.quantize("model.safetensors", scheme="int4", group_size=32)   # doctest: +SKIP
@@ -33,67 +37,58 @@ class Artifact:
     path: Path | None = None
     config: Any | None = None  # a config rewritten by a pass (pruning); else the source's is copied
     resized: frozenset[str] = frozenset()  # tensors a structural pass shrank (see compress.resize)
+    exports: list[Any] = field(default_factory=list)  # export steps (compress.exporters) run on save
+    recipe_file: str | None = None  # the resolved recipe (YAML), saved as recipe.yaml beside the weights
+    keep: Any = field(default=None, repr=False)  # keeps a temporary folder holding `path` alive
 
-    def save(self, out_dir: str | Path, extra: dict[str, str] | None = None) -> Path:
-        """Write `model.safetensors` (and the model's side files) into `out_dir`, atomically.
+    def info(self) -> CompressionInfo:
+        """The header record (the encoded weights' metadata is filled in by the writer)."""
+        return CompressionInfo(
+            FORMAT_VERSION, __version__, self.source_sha256, self.recipe, {}, {}, dict(self.stats)
+        )
 
-        `extra`: more text files to write beside them, by name (a report, a recipe).
+    def save(self, out_dir: str | Path, extra: dict[str, str] | None = None, progress=None) -> Path:
+        """Write the weights, the model's side files, `recipe.yaml` and the export steps' files into
+        `out_dir`, atomically. `extra`: more text files to write beside them, by name.
+
+        A result already on disk (a cache entry, a handed-over graph) is linked or copied; a model
+        in memory is written by the one writer.
         """
-        if self.model is None or self.model.module is None:
-            raise BadInput("this artifact has no in-memory model to save.")
+        from compress.writer import RECIPE_FILE, check_output_folder, copy_output, write_output
+
         out = Path(out_dir)
         check_output_folder(out, self.source)
-        tensors, encoded = export_state(self.model.module)
-        resized = {
-            name: list(encoded[name]["shape"] if name in encoded else tensors[name].shape)
-            for name in sorted(self.resized)
-            if name in tensors
-        }
-        info = CompressionInfo(
-            FORMAT_VERSION, __version__, self.source_sha256, self.recipe, encoded, resized, self.stats
+        extra = {**({RECIPE_FILE: self.recipe_file} if self.recipe_file else {}), **(extra or {})}
+        if self.path is not None and self.path.exists():
+            self.path = copy_output(self.path, out, extra=extra, exports=self.exports, progress=progress)
+            return self.path
+        if self.model is None or self.model.module is None:
+            raise BadInput("this artifact has no model in memory and no files to save.")
+        module = self.model.module
+        info = self.info()
+        info.resized = resized_shapes(module, self.resized)
+        self.path = write_output(
+            out,
+            info,
+            items=module_items(module),
+            source_folder=self.source.parent if self.source else None,
+            config=self.config,
+            extra=extra,
+            exports=self.exports,
+            progress=progress,
         )
-        with atomic_output_dir(out) as stage:
-            save_tensors(stage / WEIGHTS_NAME, tensors, info.to_metadata())
-            write_side_files(stage, self.source.parent if self.source else None, self.config)
-            for name, text in (extra or {}).items():
-                (stage / name).write_text(text)
-        self.path = out / WEIGHTS_NAME
         return self.path
 
 
-def check_output_folder(out: Path, source: Path | None) -> None:
-    """Refuse an output folder that would overwrite the input checkpoint."""
-    if source is None:
-        return
-    out_r, src_r = out.resolve(), source.resolve()
-    if out_r == src_r or out_r == src_r.parent:
-        raise BadInput(f"{out}: is the input's own folder; choose another output folder with -o.")
-
-
-def write_side_files(stage: Path, source_folder: Path | None, config: Any | None) -> None:
-    """Copy the files a model needs (config, tokenizer) beside the weights; a rewritten config wins."""
-    if source_folder is not None:
-        for name in SIDE_FILES:
-            src = source_folder / name
-            if src.is_file():
-                (stage / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, stage / name)
-    if config is not None:
-        (stage / "config.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
-
-
-def export_state(module) -> tuple[dict, dict[str, dict]]:
-    """The tensors to store for a module, tied tensors once, and the metadata of each encoded weight.
-
-    Weights that are mostly exact zeros (pruned) are stored as a bitmask plus the kept values.
-    """
-    from compress.formats.sparse import sparsify_state
+def module_items(module) -> Iterator[tuple[str, dict, dict | None]]:
+    """The writer's items for a module: each encoded weight with its parts, every other tensor as
+    it is, a tensor shared by two layers (a tied output head) once, all in name order."""
     from compress.qmodules import _QuantizedWeight
 
     encoded = {
-        f"{n}.weight": m.qweight.meta() for n, m in module.named_modules() if isinstance(m, _QuantizedWeight)
+        f"{n}.weight": stored_meta(m) for n, m in module.named_modules() if isinstance(m, _QuantizedWeight)
     }
-    tensors: dict = {}
+    tensors: dict[str, Any] = {}
     seen: set[tuple] = set()
     for name, t in module.state_dict().items():
         key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.dtype, tuple(t.shape), tuple(t.stride()))
@@ -102,4 +97,47 @@ def export_state(module) -> tuple[dict, dict[str, dict]]:
             continue
         seen.add(key)
         tensors[name] = t.detach().contiguous()
-    return sparsify_state(tensors, encoded)
+    parts_of = {name: CODECS[meta["scheme"]].part_names(name, meta) for name, meta in encoded.items()}
+    owned = {part for parts in parts_of.values() for part in parts}
+    names = sorted([*encoded, *(n for n in tensors if n not in owned)])
+    for name in names:
+        if name in encoded:
+            yield name, {part: tensors[part] for part in parts_of[name]}, encoded[name]
+        else:
+            yield name, {name: tensors[name]}, None
+
+
+def stored_meta(layer) -> dict:
+    """A quantized layer's header entry: its weight's stored form, and how it rounds its input."""
+    meta = layer.qweight.meta()
+    mode = getattr(layer, "activations", "none")
+    if mode != "none":
+        meta["activations"] = mode
+    return meta
+
+
+def export_state(module) -> tuple[dict, dict[str, dict]]:
+    """The tensors compress stores for a module and the metadata of each encoded weight (as the
+    writer stores them: mostly-zero weights as a bitmask plus the kept values)."""
+    from compress.formats.sparse import sparsify_state
+
+    tensors: dict = {}
+    encoded: dict[str, dict] = {}
+    for name, parts, meta in module_items(module):
+        stored, metas = sparsify_state(parts, {name: meta} if meta is not None else {})
+        tensors.update(stored)
+        encoded.update(metas)
+    return tensors, encoded
+
+
+def resized_shapes(module, resized: frozenset[str]) -> dict[str, list[int]]:
+    """The stored shape of each tensor a structural pass shrank (the header's compress.resized)."""
+    from compress.qmodules import _QuantizedWeight
+
+    state = module.state_dict()
+    shapes = {
+        f"{n}.weight": list(m.weight_shape)
+        for n, m in module.named_modules()
+        if isinstance(m, _QuantizedWeight)
+    }
+    return {name: shapes.get(name, list(state[name].shape)) for name in sorted(resized) if name in state}

@@ -1,15 +1,17 @@
 """PassConfig: the typed, strict, serialisable settings of one pass.
 
-Every pass declares a frozen dataclass. `from_dict` rejects unknown keys (listing the valid ones),
+Every pass declares a frozen dataclass. `from_dict` rejects unknown keys (listing the valid ones) and
 checks each value against its annotation (int, float, bool, str, Literal choices, tuples of str,
-nested configs such as Targets) and lets the class validate combinations in `validate()`. The same
-object comes out of the CLI, a YAML recipe, or Python, so there is one place that says what is valid.
+nested configs such as Targets); every object, however made, checks its combinations of settings in
+`validate()` when it is constructed. The same object comes out of the CLI, a YAML recipe, or Python,
+so there is one place that says what is valid.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -43,9 +45,10 @@ class Settings:
                     f"valid settings: {', '.join(valid)}."
                 )
         values = {key: _coerce(value, hints[key], f"{label}.{key}") for key, value in data.items()}
-        obj = cls(**values)
-        obj.validate()
-        return obj
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        self.validate()  # settings are checked whenever they are made, in Python as from YAML
 
     def validate(self) -> None:
         """Override to check combinations of settings; raise BadInput."""
@@ -61,9 +64,7 @@ class Settings:
         return out
 
     def replace(self: T, **changes: Any) -> T:
-        obj = dataclasses.replace(self, **changes)  # type: ignore[type-var]
-        obj.validate()
-        return obj
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
 
 def _plain(value: Any) -> Any:
@@ -117,6 +118,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise BadInput(f"{where}: expected a number, got {value!r}.")
+        if not math.isfinite(value):
+            raise BadInput(f"{where}: expected a finite number, got {value}.")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -133,5 +136,19 @@ class PassConfig(Settings):
     needs_data: ClassVar[bool] = False
 
     def uses_data(self) -> bool:
-        """Whether these settings need calibration data (some passes need it only for some methods)."""
+        """Whether these settings need calibration data (some passes need it only for some methods).
+
+        A pass that uses data declares `calibration: Calibration | None = None`: its own calibration
+        settings (None: the recipe's); the runner records there what it really drew.
+        """
         return self.needs_data
+
+    def resolve(self) -> PassConfig:
+        """These settings with what they leave to the machine made concrete for this one (the plan
+        calls it, so the output recipe records the values that ran); the settings themselves by default."""
+        return self
+
+    def accepts_data(self) -> bool:
+        """Whether the pass uses calibration samples when they are given even though it does not need
+        them (structured pruning traces the model on one and re-estimates batch norms on them)."""
+        return self.uses_data()

@@ -1,5 +1,4 @@
-"""Distillation in the public API and the command line: `distill()`, the student a run starts from,
-and the report's `distillation` section (teacher, data, steps, retention before and after)."""
+"""Distillation in the public API: `distill()` builds the one-pass recipe and runs it (compress.api)."""
 
 from __future__ import annotations
 
@@ -36,7 +35,7 @@ def distill(
         ...                    training={"epochs": 3})                                       # doctest: +SKIP
         >>> int4 = cz.distill("int4/", teacher="minilm/", data="wiki-train", qat=True)      # doctest: +SKIP
     """
-    from compress.pipeline import apply
+    from compress.api import apply
 
     cfg = distill_config(teacher, data, student_layers, qat, losses, training, checkpoints)
     source = teacher if student is None else student
@@ -70,41 +69,3 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def starting_student(student: Any, teacher: str, student_layers: int | None):
-    """The student as the run starts from it (for scoring it before distillation)."""
-    from compress.model import Model, load
-    from compress.passes.distill.student import drop_layers
-
-    model = load(teacher if student is None else student)
-    if student_layers:
-        drop_layers(model.module, student_layers)
-        model = Model(
-            module=model.module, family=model.family, config=model.module.config, tokenizer=model.tokenizer
-        )
-    return model
-
-
-def add_distillation_section(report, artifact: Artifact, start, teacher: str, eval_opts: dict, inputs=None):
-    """Fill `report.distillation` from the run's record, with the student's score before it on the
-    evaluator's task (same task, same data, same teacher)."""
-    from compress.eval.tasks import pick_task
-    from compress.model import load
-
-    record = dict(artifact.stats.get("distill.record", {}))
-    base = load(teacher)
-    chosen, _ = pick_task(
-        base, eval_opts.get("task", "auto"), eval_opts.get("data"), inputs, eval_opts.get("limit")
-    )
-    if chosen is not None and start is not None:
-        before = chosen.run(base, start)
-        record["accuracy_before"] = {
-            "task": before.task,
-            "metric": before.metric,
-            "value": before.value,
-            "baseline": before.baseline,
-            "retention": before.retention,
-        }
-    report.distillation = record
-    return report

@@ -265,31 +265,6 @@ def quant_linear_forward(module: Any, x: Any) -> Any:
     return _run(plan.kernel.name, plan.tensors, module, x)
 
 
-def kernels(model: Any, dtype: Any = None) -> dict[str, Kernel]:
-    """The kernel each QuantLinear of `model` runs on its current device, for inputs of the layer's
-    original weight dtype unless `dtype` says otherwise."""
-    from compress.qmodules import QuantLinear
-
-    return {
-        name: plan_for(sub, sub.weight.device, dtype or sub.weight_dtype).kernel
-        for name, sub in model.named_modules()
-        if isinstance(sub, QuantLinear)
-    }
-
-
-def kernels_ran(model: Any) -> dict[str, int]:
-    """How many quantized Linear layers ran each kernel in their last call, e.g.
-    {'dequantize+F.linear': 36}; empty when none has run."""
-    from compress.qmodules import QuantLinear
-
-    counts: dict[str, int] = {}
-    for sub in model.modules():
-        kernel = getattr(sub, "kernel", None) if isinstance(sub, QuantLinear) else None
-        if kernel is not None:
-            counts[kernel.name] = counts.get(kernel.name, 0) + 1
-    return counts
-
-
 def cpu_int4_pack(qt: Any) -> tuple[Any, Any]:
     """The packed weight and float32 scales_and_zeros of torch's CPU int4 kernel
     (torch._weight_int4pack_mm_for_cpu takes int32 codes [N, K], one per element)."""

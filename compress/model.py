@@ -19,6 +19,7 @@ from compress.errors import BadInput, Unsupported
 from compress.formats import CompressionInfo, decode, read_compression_info
 
 WEIGHTS_NAME = "model.safetensors"
+ONNX_NAME = "model.onnx"
 # Files a model needs beside its weights; copied into every output folder.
 SIDE_FILES = (
     "config.json",
@@ -51,6 +52,7 @@ class Model:
     compression: CompressionInfo | None = None
     notes: list[str] = field(default_factory=list)
     backend: dict | None = None  # the tool that made an ONNX-only model (compress.backends), if any
+    spec: Any | None = None  # compress.usermodule.ModelSpec the module was built from (--module), if any
 
     @property
     def onnx_only(self) -> bool:
@@ -111,7 +113,6 @@ def load(source: Any, *, module: Any | None = None, progress=None) -> Model:
     import torch
 
     from compress.progress import resolve as resolve_progress
-    from compress.qmodules import set_activations
 
     progress = resolve_progress(progress)
 
@@ -119,8 +120,6 @@ def load(source: Any, *, module: Any | None = None, progress=None) -> Model:
         return Model(module=source.eval(), family="module")
     if not isinstance(source, str | os.PathLike):
         raise BadInput(f"cannot load a {type(source).__name__}; give a path or a torch.nn.Module.")
-    from compress.backends.onnx_only import is_onnx_only, load_onnx_only
-
     if module is None and is_onnx_only(source):  # a backend's output (compress.backends)
         return load_onnx_only(source)
     weights = resolve_checkpoint(source)
@@ -128,19 +127,18 @@ def load(source: Any, *, module: Any | None = None, progress=None) -> Model:
     info = read_compression_info(file.metadata, str(weights))
     resized = info.resized if info else {}
     if module is not None:
-        loaded, notes = load_into(module, decode(file.read_all(), info), str(weights), resized=resized)
-        if info is not None:
-            set_activations(loaded, info.recipe)
+        tensors = decode(file.read_all(), info, str(weights))
+        loaded, notes = load_into(
+            module, tensors, str(weights), resized=resized, modes=activation_modes(info)
+        )
         return Model(module=loaded, family="module", checkpoint=weights, compression=info, notes=notes)
     config = load_config(weights.parent)
     if config is None:
         return Model(module=None, family="tensors", checkpoint=weights, compression=info)
     if progress:
         progress.start(f"loading {weights.parent.name}", total=None)
-    tensors = decode(file.read_all(), info)
-    module, notes = build_module(config, tensors, str(weights), resized=resized)
-    if info is not None:
-        set_activations(module, info.recipe)
+    tensors = decode(file.read_all(), info, str(weights))
+    module, notes = build_module(config, tensors, str(weights), resized=resized, modes=activation_modes(info))
     model = Model(
         module=module,
         family=family_of(config),
@@ -202,9 +200,24 @@ def architecture_class(config):
     return transformers.AutoModel._model_mapping[type(config)]
 
 
-def build_module(config, tensors: dict, where: str, resized: dict | None = None):
+def build_module(config, tensors: dict, where: str, resized: dict | None = None, modes: dict | None = None):
     """Construct the architecture named in `config` and load every tensor into it."""
-    return load_into(empty_architecture(config), tensors, where, config=config, resized=resized)
+    return load_into(empty_architecture(config), tensors, where, config=config, resized=resized, modes=modes)
+
+
+def activation_modes(info: CompressionInfo | None) -> dict[str, str]:
+    """Stored weight name -> how its layer quantizes its input (dynamic, static), from the header.
+
+    Headers of compress 0.1 kept the mode in the recipe's quantize pass only: it applies to every
+    quantized Linear layer (static ones only where a range is stored), under the key "*".
+    """
+    if info is None:
+        return {}
+    modes = {name: meta["activations"] for name, meta in info.tensors.items() if meta.get("activations")}
+    legacy = [p.get("activations", "none") for p in info.recipe if p.get("kind") == "quantize"]
+    if not modes and legacy and legacy[-1] != "none":
+        return {"*": legacy[-1]}
+    return modes
 
 
 def empty_architecture(config):
@@ -218,14 +231,15 @@ def empty_architecture(config):
         return cls(config)
 
 
-def load_into(module, tensors: dict, where: str, config=None, resized: dict | None = None):
+def load_into(module, tensors: dict, where: str, config=None, resized: dict | None = None, modes=None):
     """Load plain and encoded tensors into `module`, replacing quantized layers; returns (module, notes).
 
     `resized` (from a structurally pruned checkpoint) names tensors stored smaller than the
-    architecture builds them: they are shrunk to the stored shapes first.
+    architecture builds them: they are shrunk to the stored shapes first. `modes` (stored weight
+    name -> dynamic or static) says how a quantized Linear layer rounds its input.
     """
     from compress.formats.quantized import QuantizedTensor
-    from compress.qmodules import ACTIVATION_PARTS, QuantLinear, _QuantizedWeight, quantized_module
+    from compress.qmodules import ACTIVATION_PARTS, _QuantizedWeight, quantized_module
     from compress.resize import resize_to
 
     module.eval()
@@ -235,6 +249,7 @@ def load_into(module, tensors: dict, where: str, config=None, resized: dict | No
     if resized:
         resize_to(module, {names.get(n, n): shape for n, shape in resized.items()}, where)
     notes: list[str] = []
+    floating = {n for n, t in module.state_dict().items() if t.is_floating_point()}
     plain = {}
     activation_parts: dict[str, Any] = {}
     loaded: set[str] = set()
@@ -251,38 +266,25 @@ def load_into(module, tensors: dict, where: str, config=None, resized: dict | No
             replace_module(module, owner_name, quantized_module(owner, value))
             loaded.add(name)
         elif name in expected:
+            if name in floating and not value.is_floating_point():
+                raise BadInput(
+                    f"{where}: tensor '{stored}' holds {str(value.dtype).removeprefix('torch.')} values "
+                    f"where {label} has a float parameter; these look like quantized codes whose compress "
+                    "metadata (the compress.* header keys) is missing, so they cannot be loaded as weights."
+                )
             plain[name] = value
         elif name.rpartition(".")[2] in ACTIVATION_PARTS:
             activation_parts[name] = value
         else:
             notes.append(f"ignored tensor '{stored}' (not used by {label})")
-    for name, value in activation_parts.items():  # after every quantized layer is in place
-        owner_name, _, part = name.rpartition(".")
-        try:
-            owner = module.get_submodule(owner_name)
-        except AttributeError:
-            owner = None
-        if not isinstance(owner, QuantLinear):
-            raise BadInput(f"{where}: activation tensor '{name}' belongs to no quantized Linear layer.")
-        owner.set_activation_parts(**{part: value})
+    _set_activations(module, activation_parts, modes or {}, names, where)
     buffers = {n for n, _ in module.named_buffers()}
     try:
         result = module.load_state_dict(plain, strict=False)
     except RuntimeError as exc:
         raise BadInput(f"{where}: does not fit {label}: {str(exc).splitlines()[-1].strip()}") from None
     loaded |= set(plain)
-    for target, source in tied_weights(module, config) if config is not None else []:
-        if target in loaded:
-            continue  # stored separately: not tied in this checkpoint
-        owner_t, owner_s = target.removesuffix(".weight"), source.removesuffix(".weight")
-        src_module = module.get_submodule(owner_s)
-        if isinstance(src_module, _QuantizedWeight):
-            replace_module(
-                module, owner_t, quantized_module(module.get_submodule(owner_t), src_module.qweight)
-            )
-        else:
-            module.get_submodule(owner_t).weight = src_module.weight
-        loaded.add(target)
+    loaded |= _tie(module, config, loaded) if config is not None else set()
     quantized_parts = {
         f"{n}.{part}"
         for n, m in module.named_modules()
@@ -296,6 +298,54 @@ def load_into(module, tensors: dict, where: str, config=None, resized: dict | No
         shown = ", ".join(absent[:5]) + (" ..." if len(absent) > 5 else "")
         raise BadInput(f"{where}: lacks {len(absent)} tensors that {label} needs ({shown}).")
     return module, notes
+
+
+def _set_activations(module, parts: dict, modes: dict, names: dict, where: str) -> None:
+    """A quantized Linear layer's activation tensors (after every quantized layer is in place) and
+    how it rounds its input (see activation_modes)."""
+    from compress.qmodules import QuantLinear, set_activation_mode
+
+    for name, value in parts.items():
+        owner_name, _, part = name.rpartition(".")
+        try:
+            owner = module.get_submodule(owner_name)
+        except AttributeError:
+            owner = None
+        if not isinstance(owner, QuantLinear):
+            raise BadInput(f"{where}: activation tensor '{name}' belongs to no quantized Linear layer.")
+        owner.set_activation_parts(**{part: value})
+    modes = dict(modes)
+    if "*" in modes:  # a 0.1 header
+        mode = modes.pop("*")
+        for sub in module.modules():
+            if isinstance(sub, QuantLinear) and (mode != "static" or sub.input_scale is not None):
+                sub.activations = mode
+    for stored, mode in modes.items():
+        owner = module.get_submodule(names.get(stored, stored).removesuffix(".weight"))
+        try:
+            set_activation_mode(owner, mode)
+        except (TypeError, ValueError) as exc:
+            raise BadInput(f"{where}: weight '{stored}': {exc} (corrupt compress metadata).") from None
+
+
+def _tie(module, config, loaded: set[str]) -> set[str]:
+    """Tie the weights the architecture ties and the checkpoint stored once; the names tied."""
+    from compress.qmodules import _QuantizedWeight, quantized_module
+
+    tied = set()
+    for target, source in tied_weights(module, config):
+        if target in loaded:
+            continue  # stored separately: not tied in this checkpoint
+        owner_t, owner_s = target.removesuffix(".weight"), source.removesuffix(".weight")
+        src_module = module.get_submodule(owner_s)
+        if isinstance(src_module, _QuantizedWeight):
+            replace_module(
+                module, owner_t, quantized_module(module.get_submodule(owner_t), src_module.qweight)
+            )
+        else:
+            module.get_submodule(owner_t).weight = src_module.weight
+        tied.add(target)
+    return tied
 
 
 def replace_module(root, name: str, new) -> None:
@@ -329,3 +379,49 @@ def align_names(stored: list[str], expected: set[str], prefix: str) -> dict[str,
     strip = {n: n.removeprefix(prefix + ".") for n in stored}
     add = {n: n if n.startswith(prefix + ".") else f"{prefix}.{n}" for n in stored}
     return max((identity, strip, add), key=hits)
+
+
+def is_onnx_only(source: Any) -> bool:
+    """True for a `model.onnx` path, or a folder holding model.onnx and no model.safetensors."""
+    if not isinstance(source, str | Path):
+        return False
+    path = Path(source)
+    if path.is_file():
+        return path.suffix == ".onnx"
+    return path.is_dir() and (path / ONNX_NAME).is_file() and not (path / WEIGHTS_NAME).exists()
+
+
+def load_onnx_only(source: str | Path, threads: int | None = None):
+    """A Model for a folder holding model.onnx with config.json (and the tokenizer) beside it."""
+    from compress.backends.onnx_only import read_record
+    from compress.onnx.module import OrtModule
+
+    path = Path(source)
+    graph = path if path.is_file() else path / ONNX_NAME
+    config = load_config(graph.parent)
+    if config is None:
+        raise BadInput(
+            f"{graph}: has no config.json beside it; compress evaluates an ONNX graph with the "
+            "config and tokenizer of the model it came from."
+        )
+    info, backend = read_record(graph)
+    notes = []
+    if backend:
+        notes.append(
+            f"the candidate is an ONNX graph made by {backend.get('name')} {backend.get('version')} "
+            f"({backend.get('call')}); accuracy and latency come from ONNX Runtime"
+        )
+    try:
+        module = OrtModule(graph, threads=threads)
+    except Exception as exc:  # onnxruntime's errors carry the reason in their text
+        raise BadInput(f"{graph}: ONNX Runtime cannot load this graph ({str(exc).strip()[-300:]}).") from None
+    return Model(
+        module=module,
+        family=family_of(config),
+        checkpoint=graph,
+        config=config,
+        tokenizer=load_tokenizer(graph.parent),
+        compression=info,
+        notes=notes,
+        backend=backend,
+    )

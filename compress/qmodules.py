@@ -8,12 +8,14 @@ the integer speed-ups come from the ONNX Runtime export and compress.kernels (CU
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from compress.formats.quantized import QuantizedTensor
-from compress.kernels import quant_linear_forward
+from compress.kernels import Kernel, plan_for, quant_linear_forward
 
 
 class _QuantizedWeight(nn.Module):
@@ -176,14 +178,19 @@ class QuantConv(_QuantizedWeight):
         )
 
 
-def set_activations(module: nn.Module, recipe: list[dict]) -> None:
-    """Make the Linear layers quantize their inputs as the recipe's quantize pass says, so torch
-    computes what the exported integer graph computes."""
-    modes = [p.get("activations", "none") for p in recipe if p.get("kind") == "quantize"]
-    if modes and modes[-1] != "none":
-        for sub in module.modules():
-            if isinstance(sub, QuantLinear) and (modes[-1] != "static" or sub.input_scale is not None):
-                sub.activations = modes[-1]
+ACTIVATION_MODES = ("none", "dynamic", "static")
+
+
+def set_activation_mode(layer: nn.Module, mode: str) -> None:
+    """Make a quantized Linear layer round its input as the integer graph does: per token at run
+    time (dynamic) or with its calibrated range (static, which needs one)."""
+    if not isinstance(layer, QuantLinear):
+        raise TypeError(f"activations are quantized on Linear layers only, not a {type(layer).__name__}")
+    if mode not in ACTIVATION_MODES:
+        raise ValueError(f"unknown activation mode {mode!r}; valid: {', '.join(ACTIVATION_MODES)}")
+    if mode == "static" and layer.input_scale is None:
+        raise ValueError("static activations need a calibrated input range, and the layer has none")
+    layer.activations = mode
 
 
 def quantized_module(original: nn.Module, qt: QuantizedTensor) -> nn.Module:
@@ -206,3 +213,24 @@ def module_kind(module: nn.Module) -> str | None:
     if isinstance(module, nn.modules.conv._ConvNd | QuantConv) and not getattr(module, "transposed", False):
         return "conv"
     return None
+
+
+def kernels(model: Any, dtype: Any = None) -> dict[str, Kernel]:
+    """The kernel each QuantLinear of `model` runs on its current device, for inputs of the layer's
+    original weight dtype unless `dtype` says otherwise."""
+    return {
+        name: plan_for(sub, sub.weight.device, dtype or sub.weight_dtype).kernel
+        for name, sub in model.named_modules()
+        if isinstance(sub, QuantLinear)
+    }
+
+
+def kernels_ran(model: Any) -> dict[str, int]:
+    """How many quantized Linear layers ran each kernel in their last call, e.g.
+    {'dequantize+F.linear': 36}; empty when none has run."""
+    counts: dict[str, int] = {}
+    for sub in model.modules():
+        kernel = getattr(sub, "kernel", None) if isinstance(sub, QuantLinear) else None
+        if kernel is not None:
+            counts[kernel.name] = counts.get(kernel.name, 0) + 1
+    return counts

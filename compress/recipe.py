@@ -1,18 +1,23 @@
-"""Recipe: ordered passes, the calibration data they use, the evaluation, and the gate rules.
+"""Recipe: ordered passes, the calibration data they use, export steps, the evaluation, the gate.
 
 A recipe file is YAML:
 
     version: 1
-    name: int8-weight-only
+    name: int8-dynamic
     passes:
-      - {kind: quantize, scheme: int8, targets: {types: [linear, embedding]}}
-    evaluate: {task: auto, devices: [cpu], latency: {budget_s: 60}}
+      - {kind: quantize, scheme: int8, activations: dynamic, targets: {types: [linear, embedding]}}
+    calibration: {data: wiki-train, samples: 128}      # for passes that use data (optional)
+    export: [{format: onnx}]                           # files a runtime loads (optional)
+    model: {module: cnn.py:DigitsCNN, args: {width: 16}}  # a checkpoint without config.json (optional)
+    evaluate: {task: auto, devices: [cpu], runtimes: [torch, onnxruntime], latency: {budget_s: 60}}
     gate:
       - {metric: accuracy.retention, min: 0.99}
-      - {metric: size.ratio, max: 0.30}
+      - {metric: latency.cpu.onnxruntime.speedup, min: 1.2}
 
-Loading is strict: a YAML syntax error, an unknown key, pass kind or setting, or a pass order that
-cannot work (pruning after quantization) is refused before any work starts, with the file and line.
+Every command and API verb builds one of these and hands it to the runner (compress.runner).
+Loading is strict: a YAML syntax error, an unknown key, pass kind, export format or setting, or a
+pass order that cannot work (pruning after quantization) is refused before any work starts, with
+the file and line.
 """
 
 from __future__ import annotations
@@ -22,15 +27,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compress.calibration import Calibration
 from compress.config import PassConfig, Settings, suggest
 from compress.errors import BadInput
 from compress.eval.latency import LatencySettings
+from compress.eval.tasks import TaskOptions
+from compress.exporters import ExportConfig, export_config_from_dict
 from compress.gate import Rule
 from compress.registry import available_passes, broken_passes, config_from_dict
+from compress.usermodule import ModelSpec
 from compress.yamlfile import Located, load_yaml, load_yaml_file
 
 RECIPE_VERSION = 1
-TOP_KEYS = ("version", "name", "description", "passes", "calibration", "evaluate", "gate")
+TOP_KEYS = ("version", "name", "description", "model", "passes", "calibration", "export", "evaluate", "gate")
 
 # (earlier kind, later kind, why): a pass of the later kind may not come after one of the earlier.
 ORDER_RULES: tuple[tuple[str, str, str], ...] = (
@@ -44,28 +53,12 @@ ORDER_RULES: tuple[tuple[str, str, str], ...] = (
 
 
 @dataclass(frozen=True, kw_only=True)
-class Calibration(Settings):
-    """Calibration data for passes that need it (GPTQ, AWQ, static activation ranges).
-
-    data: a built-in text (wiki-train), a .txt/.jsonl/.csv file, or an .npz of ready inputs.
-    """
-
-    data: str = "wiki-train"
-    samples: int = 128
-    seq_len: int = 512
-    seed: int = 0
-
-    def validate(self) -> None:
-        if self.samples < 1 or self.seq_len < 2:
-            raise BadInput("calibration: samples must be >= 1 and seq_len >= 2.")
-
-
-@dataclass(frozen=True, kw_only=True)
 class Evaluation(Settings):
     """How the candidate is compared with its input; the arguments of compress.evaluate.
 
-    task: auto, classification, causal-lm or fidelity. data: labelled data or text for the task.
-    limit: at most this many rows per split. devices, runtimes: where latency is timed.
+    task: auto, classification, embedding, causal-lm or fidelity. data: labelled data or text for the
+    task. limit: at most this many rows per split. devices, runtimes: where latency is timed.
+    task_options: text length, columns, causal-lm window and stride.
     """
 
     task: str = "auto"
@@ -74,6 +67,11 @@ class Evaluation(Settings):
     runtimes: tuple[str, ...] = ("torch",)
     devices: tuple[str, ...] = ("cpu", "cuda")
     latency: LatencySettings = field(default_factory=LatencySettings)
+    task_options: TaskOptions = field(default_factory=TaskOptions)
+
+    def validate(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise BadInput(f"evaluate.limit: {self.limit} must be at least 1 (or left out: every row).")
 
     def arguments(self) -> dict[str, Any]:
         """Keyword arguments for compress.evaluate."""
@@ -84,11 +82,13 @@ class Evaluation(Settings):
             "runtimes": self.runtimes,
             "devices": self.devices,
             "latency": self.latency,
+            "task_options": self.task_options,
         }
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
-        out["latency"].pop("kind", None)
+        for section in ("latency", "task_options"):
+            out[section].pop("kind", None)
         return out
 
 
@@ -105,11 +105,13 @@ class Recipe:
 
     passes: list[PassConfig] = field(default_factory=list)
     evaluation: Evaluation = field(default_factory=Evaluation)
-    calibration: Calibration = field(default_factory=Calibration)
+    calibration: Calibration | None = None  # None: the defaults, for the passes that need data
+    export: list[ExportConfig] = field(default_factory=list)
     gate: list[Rule] = field(default_factory=list)
     name: str = ""
     description: str = ""
     version: int = RECIPE_VERSION
+    model: ModelSpec | None = None  # the class a checkpoint without config.json is loaded into
 
     @classmethod
     def of(cls, steps: Recipe | PassConfig | Iterable[PassConfig | dict[str, Any]]) -> Recipe:
@@ -144,14 +146,29 @@ class Recipe:
     def uses_data(self) -> bool:
         return any(p.uses_data() for p in self.passes)
 
+    @property
+    def calibration_settings(self) -> Calibration:
+        """The recipe's calibration, or the defaults when it sets none."""
+        return self.calibration or Calibration()
+
+    def replace(self, **changes: Any) -> Recipe:
+        """A copy with some sections replaced (passes, calibration, export, evaluation, gate, name)."""
+        import dataclasses
+
+        return dataclasses.replace(self, **changes)
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe: every setting spelled out, defaults included."""
         out: dict[str, Any] = {"version": self.version, "name": self.name}
         if self.description:
             out["description"] = self.description
+        if self.model is not None:
+            out["model"] = self.model.to_dict()
         out["passes"] = self.to_list()
-        if self.uses_data():
-            out["calibration"] = self.calibration.to_dict()
+        if self.calibration is not None or self.uses_data():
+            out["calibration"] = self.calibration_settings.to_dict()
+        if self.export:
+            out["export"] = [e.to_dict() for e in self.export]
         out["evaluate"] = self.evaluation.to_dict()
         out["gate"] = [r.to_dict() for r in self.gate]
         return out
@@ -181,8 +198,7 @@ def _parse(loc: Located, default_name: str) -> Recipe:
         if key not in TOP_KEYS:
             raise loc.error(
                 str(key),
-                f"unknown key '{key}'{suggest(str(key), list(TOP_KEYS))}; "
-                f"valid keys: {', '.join(TOP_KEYS)}.",
+                f"unknown key '{key}'{suggest(str(key), list(TOP_KEYS))}; valid keys: {', '.join(TOP_KEYS)}.",
             )
     version = data.get("version", RECIPE_VERSION)
     if version != RECIPE_VERSION:
@@ -195,10 +211,12 @@ def _parse(loc: Located, default_name: str) -> Recipe:
     recipe = Recipe(
         passes=_passes(loc, data.get("passes")),
         evaluation=_section(loc, Evaluation, data, "evaluate"),
-        calibration=_section(loc, Calibration, data, "calibration"),
+        calibration=_section(loc, Calibration, data, "calibration") if "calibration" in data else None,
+        export=_exports(loc, data.get("export")),
         gate=_rules(loc, data.get("gate")),
         name=data.get("name") or default_name,
         description=data.get("description") or "",
+        model=_section(loc, ModelSpec, data, "model") if "model" in data else None,
     )
     recipe.check_order(loc)
     _check_latency_rules(loc, recipe)
@@ -251,6 +269,25 @@ def _passes(loc: Located, items: Any) -> list[PassConfig]:
     return passes
 
 
+def _exports(loc: Located, items: Any) -> list[ExportConfig]:
+    if items is None:
+        return []
+    if isinstance(items, dict | str):
+        items = [items]
+    if not isinstance(items, list):
+        raise loc.error("export", "'export' must be a list of export steps such as {format: onnx}.")
+    steps = []
+    for i, item in enumerate(items):
+        try:
+            steps.append(export_config_from_dict(item, f"export[{i}]"))
+        except BadInput as exc:
+            raise loc.relocate(exc, f"export[{i}]") from None
+    formats = [s.format for s in steps]
+    if len(set(formats)) != len(formats):
+        raise loc.error("export", f"'export' names a format twice ({', '.join(formats)}).")
+    return steps
+
+
 def _section(loc: Located, cls: type[Settings], data: dict, key: str):
     value = data.get(key)
     if value is None:
@@ -268,10 +305,16 @@ def _rules(loc: Located, items: Any) -> list[Rule]:
         return []
     if not isinstance(items, list):
         raise loc.error("gate", "'gate' must be a list of rules such as {metric: size.ratio, max: 0.3}.")
+    from compress.gate import check_bounds
+
     rules = []
     for i, item in enumerate(items):
         try:
             rules.append(Rule.parse(item, f"gate[{i}]"))
         except BadInput as exc:
             raise loc.relocate(exc, f"gate[{i}]") from None
+    try:
+        check_bounds(rules)
+    except BadInput as exc:
+        raise loc.error("gate", str(exc)) from None
     return rules

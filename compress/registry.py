@@ -32,6 +32,9 @@ class PassContext:
     # compress.deferred.DeferredWeights when the model's tensors are still on disk (a pass with
     # PassSpec.deferred reads them block by block); None when the model is fully in memory.
     weights: Any | None = None
+    # compress.usermodule.ModelSpec: the user's class that the run loads its checkpoints into
+    # (--module, a recipe's `model:`), for a pass that loads another checkpoint (a teacher); None: none.
+    model_spec: Any | None = None
 
 
 @dataclass
@@ -54,13 +57,26 @@ class PassSpec:
     apply: Callable[[Any, PassConfig, PassContext], PassResult]
     summary: str
     # Optional: a pass that transforms each weight independently can stream a checkpoint without
-    # building the model: an encoder with plan(name, shape, dtype, cfg) -> metadata, checked before any
-    # data is read, and encode(tensor, cfg, metadata) -> encoded tensor (optionally check(names, cfg)).
+    # building the model (compress.streaming): an encoder with can_stream(cfg), check(names, cfg),
+    # plan(names, shape, cfg) -> scheme (checked before any data is read), encode(tensor, cfg, scheme)
+    # -> encoded tensor and record(tensor, encoded, cfg, tied) -> the weight's record.
     stream: Any | None = None
     requires: tuple[str, ...] = ()
     # True when apply() can start on a model whose tensors are still on disk and read them through
     # ctx.weights as it goes (block by block), which keeps peak memory near one block.
     deferred: bool = False
+    # Optional: (report, artifact, cfg, baseline, evaluation, inputs) -> None adds the pass's own
+    # section to the report (distillation's record, its student's score before training).
+    annotate_report: Callable[..., None] | None = None
+    # Optional: (cfg, batch_size) -> sample inputs from the pass's own data, for a model without a
+    # tokenizer (distillation's training .npz), or None.
+    sample_inputs: Callable[[Any, int], Any] | None = None
+    # Optional: (cfg) -> the checkpoint the result is evaluated against instead of the run's input
+    # (a distilled student against its teacher).
+    baseline: Callable[[Any], Any] | None = None
+    # What the pass's data is, for `compress passes`: "calibration" (samples for statistics) or
+    # "training" (distillation's own training data, a required setting).
+    data_kind: str = "calibration"
 
     @property
     def needs_data(self) -> bool:

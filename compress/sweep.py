@@ -284,17 +284,19 @@ def sweep(
     latency: Any = None,
     inputs: Any = None,
     task_options: Any = None,
+    history: Any = "default",
     progress: Any = True,
 ) -> Sweep:
     """Compress `model` with each setting, evaluate each against it the same way, and return a Sweep.
 
     `settings`: each one pass's settings (cz.Quantize(...), cz.Prune(...)), a list of them (passes
-    in order), a Recipe, or a recipe YAML file (its passes and calibration are used; the evaluation
-    is the sweep's, so every point is measured alike). The evaluation keywords are those of
-    `evaluate`; latency is timed on the CPU with torch unless `devices` / `runtimes` say otherwise
-    (`latency=cz.LatencySettings(budget_s=5)` for a quick look). The model is loaded once and the
-    baseline's accuracy work (embeddings of the probe texts) is done once for all settings.
-    `task_options` apply to the sweep only: a recipe from `Candidate.to_recipe` has no place for them.
+    in order), a Recipe, or a recipe YAML file (its passes, calibration and export steps are used; the
+    evaluation is the sweep's, so every point is measured alike). The evaluation keywords are those
+    of `evaluate`; latency is timed on the CPU with torch unless `devices` / `runtimes` say otherwise
+    (`latency=cz.LatencySettings(budget_s=5)` for a quick look). Every point is a run of the one
+    runner (compress.runner.run) on the model loaded once; the baseline's accuracy work (embeddings of
+    the probe texts) is done once, equal calibration settings are drawn once, and each point's report
+    goes into the history (`history=None` keeps none), as `compress sweep` does.
     `progress`: True prints plain text progress (fine in a notebook), False none, or a Progress.
 
     Returns a Sweep: an HTML table in a notebook, `.table()`, `.to_pandas()`, `.plot()`, and
@@ -310,25 +312,12 @@ def sweep(
         >>> s.plot("pareto.png")                # the Pareto chart             # doctest: +SKIP
         >>> s.best(min_retention=0.99).save("out/chosen")                     # doctest: +SKIP
     """
-    from compress.calib import calibration_data
-    from compress.eval import evaluate
-    from compress.eval.latency import LatencySettings
-    from compress.eval.tasks import TaskOptions, pick_task
+    from compress.eval.tasks import pick_task
     from compress.model import load
-    from compress.pipeline import apply
     from compress.progress import resolve
+    from compress.runner import run
 
-    evaluation = Evaluation.from_dict(
-        {
-            "task": task,
-            "data": data,
-            "limit": limit,
-            "runtimes": list(runtimes),
-            "devices": list(devices),
-            "latency": (latency or LatencySettings()).to_dict(),
-        },
-        "sweep",
-    )
+    evaluation = _evaluation(task, data, limit, runtimes, devices, latency, task_options)
     recipes = [_as_recipe(s, i) for i, s in enumerate(settings)]
     if not recipes:
         raise BadInput("sweep: no settings given; pass a list such as [cz.Quantize(scheme='int8')].")
@@ -336,32 +325,48 @@ def sweep(
     progress = resolve(progress)
     base = load(model, progress=progress)
     # One task for every point: it embeds or scores the baseline once, not once per setting.
-    options = task_options if isinstance(task_options, TaskOptions) else TaskOptions.from_dict(task_options)
-    chosen_task, why = pick_task(base, task, data, inputs=inputs, limit=limit, options=options)
+    chosen_task, why = pick_task(
+        base, task, data, inputs=inputs, limit=limit, options=evaluation.task_options
+    )
+    draws: dict = {}  # equal calibration settings are drawn once for all the points
     candidates = []
     for i, (label, recipe) in enumerate(zip(labels, recipes, strict=True)):
+        point = recipe.replace(evaluation=evaluation, name=recipe.name or _slug(label))
         step = _Prefixed(progress, f"[{i + 1}/{len(recipes)} {label}]") if progress else None
-        data_for_passes = None
-        if recipe.uses_data():
-            c = recipe.calibration
-            data_for_passes = calibration_data(
-                c.data, base, n_samples=c.samples, seq_len=c.seq_len, seed=c.seed
-            )
-        artifact = apply(base, recipe, data=data_for_passes, progress=step)
-        arguments = evaluation.arguments() | {"task": chosen_task or task}
-        report = evaluate(artifact, base, **arguments, inputs=inputs, task_options=options, progress=step)
+        result = run(
+            point,
+            base,
+            task=chosen_task,
+            inputs=inputs,
+            history=history,
+            progress=step,
+            draws=draws,
+            command="sweep",
+        )
+        report = result.report
         report.candidate["name"] = label
         if chosen_task is not None:  # the note says why the task was picked, as `compress eval` does
             given = f"task '{chosen_task.name}' as given"
             report.notes = [why if note == given else note for note in report.notes]
-        resolved = Recipe(
-            passes=recipe.passes,
-            evaluation=evaluation,
-            calibration=recipe.calibration,
-            name=recipe.name or _slug(label),
-        )
-        candidates.append(Candidate(label, resolved, artifact, report))
+        candidates.append(Candidate(label, result.plan.recipe, result.artifact, report))
     return Sweep(candidates)
+
+
+def _evaluation(task, data, limit, runtimes, devices, latency, task_options) -> Evaluation:
+    """The evaluation every point of a sweep gets (the keywords of `evaluate`)."""
+    from compress.eval.latency import LatencySettings
+    from compress.eval.tasks import TaskOptions
+
+    options = task_options if isinstance(task_options, TaskOptions) else TaskOptions.from_dict(task_options)
+    return Evaluation(
+        task=task,
+        data=data,
+        limit=limit,
+        runtimes=tuple(runtimes),
+        devices=tuple(devices),
+        latency=latency or LatencySettings(),
+        task_options=options,
+    )
 
 
 class _Prefixed:
@@ -394,8 +399,6 @@ def _as_recipe(setting: Any, index: int) -> Recipe:
         )
     if not recipe.passes:
         raise BadInput(f"{where}: has no passes.")
-    for cfg in recipe.passes:
-        cfg.validate()  # settings built directly in Python skip from_dict's checks
     recipe.check_order()
     return recipe
 

@@ -73,6 +73,12 @@ def _match(layer: Layer, pattern: str) -> bool:
     return fnmatch.fnmatchcase(layer.name, pattern) or fnmatch.fnmatchcase(layer.weight, pattern)
 
 
+def matches(name: str, pattern: str) -> bool:
+    """Whether a layer name (or its weight's name, `<layer>.weight`) matches a glob pattern."""
+    layer = name.removesuffix(".weight")
+    return _match(Layer(layer, None, f"{layer}.weight"), pattern)
+
+
 def _examples(layers: list[Layer]) -> str:
     if not layers:
         return "the model has none"

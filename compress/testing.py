@@ -120,8 +120,9 @@ def write_tiny_bert(folder: str | Path, seed: int = 0) -> Path:
     return folder / "model.safetensors"
 
 
-def write_tiny_llama(folder: str | Path, seed: int = 0, tie: bool = True) -> Path:
-    """A 2-layer Llama causal LM (tied embeddings by default) with the BERT tokenizer above."""
+def write_tiny_llama(folder: str | Path, seed: int = 0, tie: bool = True, hidden_size: int = 64) -> Path:
+    """A 2-layer Llama causal LM (tied embeddings by default) with the BERT tokenizer above; its FFN
+    is twice `hidden_size` wide (hidden_size 128 fits INT4 groups of 128)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -131,8 +132,8 @@ def write_tiny_llama(folder: str | Path, seed: int = 0, tie: bool = True) -> Pat
     tokenizer.save_pretrained(folder)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,

@@ -24,6 +24,9 @@ def private_history_and_cache(tmp_path: Path, monkeypatch):
     """Commands append to a history database and keep a step cache: both under tmp_path in tests."""
     monkeypatch.setenv("COMPRESS_HISTORY", str(tmp_path / "state" / "history.db"))
     monkeypatch.setenv("COMPRESS_CACHE", str(tmp_path / "state" / "cache"))
+    # `compress quantize` with no choice takes the machine's target (compress.target); the tests of other
+    # behaviour ask for INT8 weight-only, and tests/test_target.py tests the default itself.
+    monkeypatch.setenv("COMPRESS_TARGET", "none")
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
 
 
@@ -75,3 +78,20 @@ def file_digest(path: Path) -> str:
     from compress.checkpoint import sha256_file
 
     return sha256_file(path)
+
+
+def assert_measured_latency(row: dict, min_rounds: int) -> None:
+    """A measured latency row is consistent with itself: the speedup is baseline p50 / candidate p50, the
+    throughput is batch / p50, and at least `min_rounds` interleaved rounds were timed. (Tests never bound
+    the times themselves: they depend on the machine.)"""
+    import pytest
+
+    assert row["status"] == "ok", row.get("reason")
+    assert 0 < row["p50_ms"] <= row["p90_ms"] and 0 < row["baseline_p50_ms"] <= row["baseline_p90_ms"]
+    assert row["speedup"] == pytest.approx(row["baseline_p50_ms"] / row["p50_ms"])
+    assert row["throughput"] == pytest.approx(row["batch_size"] * 1e3 / row["p50_ms"])
+    assert row["baseline_throughput"] == pytest.approx(row["batch_size"] * 1e3 / row["baseline_p50_ms"])
+    # The budget is an upper bound (compress.eval.latency.measure_pair): fewer rounds only when it cut them.
+    assert row["rounds"] >= (2 if row.get("budget_capped") else min_rounds)
+    low, high = row["speedup_ci"]
+    assert low <= high

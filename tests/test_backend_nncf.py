@@ -13,10 +13,11 @@ import torch
 from click.testing import CliRunner
 
 import compress as cz
+from compress.api import run_recipe
 from compress.cli import main
 from compress.errors import BadInput
 from compress.eval.text import tokenize
-from compress.runner import run_recipe
+from tests.conftest import assert_measured_latency
 
 TEXTS = ["the quick brown fox", "a longer sentence with padding in the batch", "hello"]
 
@@ -49,7 +50,7 @@ def test_int8_static_through_the_cli_writes_a_qdq_graph_that_agrees_with_float(t
     backend = json.loads(meta["compress.backend"])
     assert backend["name"] == "nncf" and backend["version"] and "nncf.quantize" in backend["call"]
     recipe = json.loads(meta["compress.recipe"])
-    assert recipe[0]["backend"] == "nncf" and recipe[0]["calib"]["samples"] == 4
+    assert recipe[0]["backend"] == "nncf" and recipe[0]["calibration"]["samples"] == 4
     model = cz.load(out)
     assert model.onnx_only and model.backend["name"] == "nncf" and model.compression.recipe == recipe
     assert agreement(tiny_bert, out) > 0.98
@@ -75,13 +76,16 @@ evaluate:
     ops = op_types(graph)
     assert "MatMulNBits" in ops or "DequantizeLinear" in ops
     assert "Gather" in ops  # the embedding lookup stays float, as compress leaves embeddings by default
-    assert agreement(tiny_bert, tmp_path / "int4") > 0.9
+    # The tiny random BERT's output is dominated by its embeddings and residual path: zeroing every
+    # Linear weight still agrees at 0.99917. NNCF INT4 g32 measured 0.99999 (weight-only, float
+    # activations: no CPU-dependent saturation), so a bound between the two catches a broken graph.
+    assert agreement(tiny_bert, tmp_path / "int4") > 0.9998
     report = result.report
     assert report.candidate["backend"]["name"] == "nncf"
     assert report.size["ratio"] < 0.8 and report.size["measured"].startswith("ONNX graph")
     rows = {r["runtime"]: r for r in report.latency}
     assert rows["torch"]["status"] == "unavailable" and "only as an ONNX graph" in rows["torch"]["reason"]
-    assert rows["onnxruntime"]["status"] == "ok" and rows["onnxruntime"]["speedup"] > 0
+    assert_measured_latency(rows["onnxruntime"], min_rounds=3)
     assert report.accuracy.value is not None and report.tensors == []
 
 
@@ -93,8 +97,11 @@ def test_what_nncf_cannot_do_exits_2_and_leaves_nothing(tiny_bert, tmp_path):
         assert result.exit_code == 2 and "backend nncf" in result.output, result.output
     with pytest.raises(BadInput, match="unknown value 'nncff'"):
         cz.Recipe.loads("version: 1\npasses:\n  - {kind: quantize, backend: nncff}\n", "r.yaml")
-    with pytest.raises(BadInput, match="not a torch model"):  # in memory there is nothing NNCF can write
-        cz.quantize(tiny_bert, "int4", group_size=32, backend="nncf")
+    # From Python as from the CLI: NNCF's graph waits in a temporary folder until it is saved.
+    art = cz.quantize(tiny_bert, "int4", group_size=32, backend="nncf")
+    saved = art.save(tmp_path / "from-python")
+    assert saved == tmp_path / "from-python" / "model.onnx" and saved.is_file()
+    assert (tmp_path / "from-python" / "config.json").is_file()
 
     # NNCF's INT4 on an embedding lookup writes a graph ONNX Runtime refuses (MatMulNBits fed int64 ids).
     args = ["quantize", str(tiny_bert), "--backend", "nncf", "--scheme", "int4", "--group-size", "32"]

@@ -27,7 +27,7 @@ LATENCY_OK = {
     "device", "runtime", "status", "reason", "batch_size", "seq_len", "threads", "p50_ms", "p90_ms", "iqr_ms",
     "baseline_p50_ms", "baseline_p90_ms", "baseline_iqr_ms", "speedup", "speedup_ci", "throughput",
     "baseline_throughput", "rounds", "peak_rss_mb", "call_rss_mb", "baseline_peak_rss_mb",
-    "baseline_call_rss_mb", "ideal_speedup", "torch_kernels",
+    "baseline_call_rss_mb", "ideal_speedup", "torch_kernels", "warmup_rounds", "timing_s", "budget_capped",
 }  # fmt: skip
 
 
@@ -56,7 +56,7 @@ def reports(tmp_path_factory) -> list:
 
 def test_report_json_has_the_documented_keys(reports):
     data = json.loads(reports[0].read_text())
-    assert set(data) == TOP_LEVEL and data["schema"] == "compress.report/2"
+    assert set(data) == TOP_LEVEL and data["schema"] == "compress.report/3"
     assert set(data["latency"][0]) == LATENCY_OK
     assert set(data["accuracy"]) >= {"status", "task", "metric", "value", "baseline", "retention", "details"}
     back = Report.load(reports[0])
@@ -90,10 +90,38 @@ def test_compare_table_and_plot(reports, tmp_path):
     assert rows["size ratio"][0] == "×1.000" and len(rows["speedup cpu/torch"]) == 5
     points = comparison.points("size")
     assert points[0]["name"] == "baseline" and len(points) == 5
-    assert any(p["front"] for p in points[1:])
+    assert [p["x"] for p in points[1:]] == [json.loads(r.read_text())["size"]["ratio"] for r in reports]
     png = comparison.plot(tmp_path / "pareto.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     assert "| retention |" in comparison.to_markdown() and "<table>" in comparison._repr_html_()
+
+
+# (size ratio, retention, cpu/torch speedup) set by hand; the front on each axis worked out below.
+CONSTRUCTED = {
+    "a": (0.30, 0.999, 1.2),  # size: front (the most accurate candidate). speed: front (faster than baseline)
+    "b": (0.20, 0.990, 0.9),  # size: front.  speed: beaten by the baseline (1.0 >= 0.9, 1.0 >= 0.99)
+    "c": (0.25, 0.980, 1.5),  # size: beaten by b (smaller and more accurate).  speed: front (fastest)
+    "d": (0.14, 0.950, 1.5),  # size: front (smallest).  speed: beaten by c (as fast, more accurate)
+}
+
+
+def test_pareto_flags_of_constructed_reports(reports, tmp_path):
+    template = json.loads(reports[0].read_text())
+    paths = []
+    for name, (ratio, retention, speedup) in CONSTRUCTED.items():
+        data = json.loads(json.dumps(template))
+        data["candidate"]["name"] = name
+        data["size"]["ratio"] = ratio
+        data["accuracy"]["retention"] = retention
+        row = next(r for r in data["latency"] if (r["device"], r["runtime"]) == ("cpu", "torch"))
+        row["speedup"] = speedup
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(data))
+    comparison = compare(paths)
+    by_size = {p["name"]: p["front"] for p in comparison.points("size")}
+    assert by_size == {"baseline": True, "a": True, "b": True, "c": False, "d": True}
+    by_speed = {p["name"]: p["front"] for p in comparison.points("latency")}
+    assert by_speed == {"baseline": True, "a": True, "b": False, "c": True, "d": False}
 
 
 def test_compare_command_writes_plot_markdown_and_json(reports, tmp_path):

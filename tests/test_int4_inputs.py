@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 import compress as cz
-from compress.calib import CalibrationData, CalibrationSettings, load_calibration, resolve_calibration
+from compress.calibration import Calibration, CalibrationData, draw, from_memory
 from compress.cli import main
 from compress.errors import BadInput
 from compress.passes.quantize import QuantizeConfig
@@ -24,7 +24,7 @@ def run(*args: str):
 @pytest.mark.parametrize(
     ("write", "message"),
     [
-        (None, "no such text file"),
+        (None, "calib.txt: no such file"),
         (lambda p: p.write_text("free money"), "fewer than one calibration sample"),
         (lambda p: p.write_text("   "), "is empty"),
     ],
@@ -45,28 +45,28 @@ def test_bad_npz_calibration_is_a_clear_error(tiny_llama, tmp_path):
         tmp_path / "uneven.npz", input_ids=np.zeros((4, 8), "int64"), attention_mask=np.ones((3, 8), "int64")
     )
     with pytest.raises(BadInput, match="different numbers of samples"):
-        load_calibration(tmp_path / "uneven.npz")
+        draw(Calibration(data=str(tmp_path / "uneven.npz")))
     (tmp_path / "junk.npz").write_bytes(b"not a zip archive at all")
     with pytest.raises(BadInput, match=r"not a readable \.npz"):
-        load_calibration(tmp_path / "junk.npz")
+        draw(Calibration(data=str(tmp_path / "junk.npz")))
 
 
 def test_npz_with_named_arrays_gives_keyword_inputs(tiny_llama, tmp_path):
     ids = np.random.randint(5, 60, size=(6, 16)).astype("int64")
     np.savez(tmp_path / "tokens.npz", input_ids=ids, attention_mask=np.ones_like(ids))
-    data = load_calibration(tmp_path / "tokens.npz", n_samples=4)
+    data = draw(Calibration(data=str(tmp_path / "tokens.npz"), samples=4))
     assert set(data.samples[0]) == {"input_ids", "attention_mask"} and data.samples[0]["input_ids"].shape == (
         1,
         16,
     )
     art = cz.quantize(tiny_llama, **GPTQ, data=str(tmp_path / "tokens.npz"), calib={"samples": 4})
-    assert art.recipe[0]["calib"]["source"] == str(tmp_path / "tokens.npz")
+    assert art.recipe[0]["calibration"]["data"] == str(tmp_path / "tokens.npz")
 
 
 def test_samples_given_in_memory_are_recorded_as_drawn(tiny_llama):
     ids = torch.randint(5, 60, (3, 12))
     art = cz.quantize(tiny_llama, **GPTQ, data=CalibrationData("my samples", list(ids.split(1)), 12, 7))
-    assert art.recipe[0]["calib"] == {"source": "my samples", "samples": 3, "seq_len": 12, "seed": 7}
+    assert art.recipe[0]["calibration"] == {"data": "my samples", "samples": 3, "seq_len": 12, "seed": 7}
 
 
 def test_data_aware_methods_need_data_they_can_use():
@@ -75,7 +75,7 @@ def test_data_aware_methods_need_data_they_can_use():
     with pytest.raises(BadInput, match="list of samples given as data is empty"):
         cz.quantize(tiny_mlp(), **GPTQ, data=[])
     with pytest.raises(BadInput, match="each sample must be a tensor"):
-        resolve_calibration(["text"], CalibrationSettings())
+        from_memory(["text"])
     with pytest.raises(BadInput, match="does not fit the model"):
         cz.quantize(tiny_mlp(), **GPTQ, data=[torch.randn(4, 7)])  # 7 features, the model takes 32
 
@@ -83,15 +83,15 @@ def test_data_aware_methods_need_data_they_can_use():
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"method": "gptq"}, "use scheme int4"),
-        ({"scheme": "int4", "damp": 0.05}, "damp: applies to method gptq"),
-        ({"scheme": "int4", "method": "awq", "act_order": True}, "act_order: applies to method gptq"),
-        ({"scheme": "int4", "method": "mse", "clip": False}, "clip: applies to method gptq and awq"),
+        ({"scheme": "int8", "method": "gptq"}, "use scheme int4"),
+        ({"scheme": "int4", "damp": 0.05}, "'damp' applies to method gptq"),
+        ({"scheme": "int4", "method": "awq", "act_order": True}, "'act_order' applies to method gptq"),
+        ({"scheme": "int4", "method": "mse", "clip": False}, "'clip' applies to method gptq, method awq"),
         ({"scheme": "int4", "method": "gptq", "damp": 2.0}, "not between 0 and 1"),
-        ({"scheme": "int4", "calib": {"samples": 8}}, "method rtn needs no calibration data"),
-        ({"scheme": "int4", "method": "gptq", "calib": {"samples": 0}}, "need at least 1"),
-        ({"scheme": "int4", "method": "gptq", "calib": {"sampels": 8}}, "did you mean 'samples'"),
-        ({"keep_int8": ["lm_head"]}, "use scheme int4"),
+        ({"scheme": "int4", "calibration": {"samples": 8}}, "calibration"),
+        ({"scheme": "int4", "method": "gptq", "calibration": {"samples": 0}}, "need at least 1"),
+        ({"scheme": "int4", "method": "gptq", "calibration": {"sampels": 8}}, "did you mean 'samples'"),
+        ({"keep_int8": ["lm_head"]}, "'keep_int8' applies to scheme int4"),
         ({"scheme": "int4", "method": "gptg"}, "did you mean 'gptq'"),
     ],
 )
@@ -114,29 +114,30 @@ def test_cli_gptq_with_a_text_file(tiny_llama, tmp_path):
     assert result.exit_code == 0, result.output
     back = cz.load(out)
     recipe = back.compression.recipe[0]
-    assert recipe["method"] == "gptq" and recipe["calib"]["source"] == str(text)
-    assert recipe["calib"]["samples"] == 4
+    assert recipe["method"] == "gptq" and recipe["calibration"]["data"] == str(text)
+    assert recipe["calibration"]["samples"] == 4
     assert back.compression.stats["quantize.seconds"] > 0
 
 
 def test_a_text_file_goes_to_the_pass_that_uses_it_not_to_the_next(tiny_llama, tmp_path):
     text = tmp_path / "calib.txt"
     text.write_text(" ".join(["the report on the project is due today, please send it to the team"] * 60))
-    gptq = {"kind": "quantize", **GPTQ, "calib": {"samples": 4, "seq_len": 32}}
+    gptq = {"kind": "quantize", **GPTQ, "calibration": {"samples": 4, "seq_len": 32}}
     int8_embeddings = {"kind": "quantize", "scheme": "int8", "targets": {"types": ["embedding"]}}
     art = cz.apply(str(tiny_llama), [gptq, int8_embeddings], data=str(text))
     assert [step["scheme"] for step in art.recipe] == ["int4", "int8"]
-    assert art.recipe[0]["calib"]["source"] == str(text)
+    assert art.recipe[0]["calibration"]["data"] == str(text)
+    assert art.recipe[1]["calibration"] is None  # the INT8 pass uses no data
 
 
 def test_cli_bad_calibration_exits_2_and_leaves_nothing(tiny_llama, tmp_path):
     out = tmp_path / "q"
     args = ["quantize", str(tiny_llama), "-o", str(out), "--scheme", "int4", "--group-size", "16"]
     result = run(*args, "--method", "awq", "--calib", str(tmp_path / "missing.txt"), "--no-eval")
-    assert result.exit_code == 2 and "missing.txt: no such text file" in result.output
+    assert result.exit_code == 2 and "missing.txt: no such file" in result.output
     assert not out.exists()
     result = run(*args, "--damp", "0.1", "--no-eval")
-    assert result.exit_code == 2 and "damp: applies to method gptq" in result.output
+    assert result.exit_code == 2 and "'damp' applies to method gptq" in result.output
 
 
 def test_ctrl_c_during_gptq_leaves_no_output(tiny_llama, tmp_path, monkeypatch):

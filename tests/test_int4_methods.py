@@ -75,7 +75,7 @@ def test_every_method_saves_in_the_rtn_format_and_loads_back(method, tiny_llama,
     recipe = back.compression.recipe[0]
     assert recipe["method"] == method
     if data:
-        assert recipe["calib"] == {"source": calib_text, "samples": 4, "seq_len": 32, "seed": 0}
+        assert recipe["calibration"] == {"data": calib_text, "samples": 4, "seq_len": 32, "seed": 0}
         assert back.compression.stats["quantize.calibration_tokens"] == 4 * 32
         assert back.compression.stats["quantize.peak_rss_mb"] > 0
     ids = torch.randint(5, 60, (2, 12))

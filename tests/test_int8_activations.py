@@ -145,7 +145,7 @@ def test_cli_static_writes_a_checkpoint_that_loads_back_static(tiny_bert, tmp_pa
     assert loaded and all(m.activations == "static" and m.input_scale is not None for m in loaded)
     assert all(m.input_smooth is not None for m in loaded)
     recipe = cz.load(out).compression.recipe[0]
-    assert recipe["activations"] == "static" and recipe["calib"]["samples"] == 4
+    assert recipe["activations"] == "static" and recipe["calibration"]["samples"] == 4
 
 
 def test_cli_smoothing_without_quantized_activations_is_refused(tiny_bert, tmp_path):

@@ -182,6 +182,13 @@ def test_passes_command_lists_settings_and_broken_plugins(monkeypatch):
     )
     result = CliRunner().invoke(main, ["passes"], catch_exceptions=False, terminal_width=200)
     assert result.exit_code == 0, result.output
-    assert "quantize: weight-only INT8" in result.stdout and "group_size" in result.stdout
+    assert "quantize, scheme int8" in result.stdout and "quantize, method gptq" in result.stdout
+    assert "group_size" in result.stdout and "damp" in result.stdout and "0.01" in result.stdout
+    listing = json.loads(CliRunner().invoke(main, ["passes", "--json", "-"]).stdout)
+    kinds = {p["kind"]: p for p in listing["passes"]}
+    assert kinds["distill"]["data"] == "training" and kinds["quantize"]["data"] == "calibration"
+    gptq = next(m for m in kinds["quantize"]["methods"] if m["label"] == "method gptq")
+    assert {"name": "damp", "type": "float", "default": 0.01} in gptq["settings"]
+    assert "export onnx" in result.stdout and "quant_format" in result.stdout
     assert "targets.include" in result.stdout
     assert "broken plug-in bad (badpkg:PASS" in result.stdout and "No module named 'badpkg'" in result.stdout

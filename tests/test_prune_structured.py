@@ -133,13 +133,32 @@ def test_custom_module_loads_back_into_a_fresh_instance(tmp_path):
     assert torch.equal(outputs(back, x), outputs(art.model.module, x))
 
 
+def kept_rows(original: torch.Tensor, pruned: torch.Tensor) -> list[int]:
+    """Which rows of `original` the pruned weight kept, in order."""
+    return [next(i for i, row in enumerate(original) if torch.equal(row, kept)) for kept in pruned]
+
+
 def test_activation_importance_uses_the_data():
+    """README: `activation` scores a unit by its input norm x the weight norm of the layers that consume
+    it. Worked out by hand for both hidden layers of the MLP and compared with what cz.prune kept."""
     mlp = tiny_mlp()
-    x = torch.randn(64, 32)
+    x = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
     x[:, :3] *= 50  # the first inputs are large: the activation score must prefer their paths
-    by_magnitude, _ = plan_for(mlp, data=x, pattern="neurons")
-    by_activation, _ = plan_for(mlp, data=x, pattern="neurons", method="activation")
-    assert any(not torch.equal(a, b) for a, b in zip(by_magnitude.keep, by_activation.keep, strict=True))
+    pruned = cz.prune(mlp, "neurons", 0.5, method="activation", data=x).model.module
+    with torch.no_grad():
+        h0 = torch.relu(mlp[0](x))  # the input of mlp[2], which consumes layer 0's neurons
+        h2 = torch.relu(mlp[2](h0))  # the input of mlp[4]
+    expected = []
+    for h, consumer in ((h0, mlp[2]), (h2, mlp[4])):
+        score = h.norm(dim=0) * consumer.weight.norm(dim=0)
+        ranked = score.sort(descending=True).values
+        assert ranked[31] > (1 + 1e-5) * ranked[32]  # no tie at the cut that float rounding could flip
+        expected.append(sorted(score.argsort(descending=True)[:32].tolist()))
+    keep0 = kept_rows(mlp[0].weight, pruned[0].weight)
+    assert keep0 == expected[0]
+    assert kept_rows(mlp[2].weight[:, keep0], pruned[2].weight) == expected[1]
+    by_magnitude = cz.prune(mlp, "neurons", 0.5, data=x).model.module  # data only to trace it
+    assert kept_rows(mlp[0].weight, by_magnitude[0].weight) != expected[0]  # the data changed the choice
 
 
 def test_a_missed_coupling_is_caught_not_returned(monkeypatch):
@@ -164,3 +183,81 @@ def test_batch_norm_statistics_are_re_estimated_after_pruning():
         expected = pruned[0](x).mean(dim=(0, 2, 3))  # the statistics of the pruned network's own inputs
     assert pruned[1].running_mean.shape == (4,)
     assert torch.allclose(pruned[1].running_mean, expected, atol=1e-5)
+
+
+class FlattenedCNN(torch.nn.Module):
+    """Two convolutions and a Linear head on the flattened feature map, channels first or last."""
+
+    def __init__(self, channels_last: bool = False):
+        super().__init__()
+        self.channels_last = channels_last
+        self.conv1 = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(8, 16, 3, padding=1)
+        self.head = torch.nn.Linear(16 * 2 * 2, 10)
+
+    def forward(self, x):
+        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
+        if self.channels_last:
+            x = x.permute(0, 2, 3, 1)
+        return self.head(x.reshape(len(x), -1))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_convolution_flattened_into_a_linear_layer_is_pruned_too(channels_last):
+    torch.manual_seed(0)
+    net = FlattenedCNN(channels_last).eval()
+    x = torch.randn(6, 1, 8, 8)
+    plan, cfg = plan_for(net, data=x[:2], pattern="channels")
+    assert sorted(g.label for g in plan.groups) == ["conv1", "conv2"] and plan.left == {}
+    masked, pruned = masked_and_pruned(net, plan, cfg)
+    assert pruned.conv1.weight.shape == (4, 1, 3, 3) and pruned.conv2.weight.shape == (8, 4, 3, 3)
+    assert pruned.head.weight.shape == (10, 8 * 2 * 2)  # each removed channel takes its 4 columns along
+    kept = plan.keep[[g.label for g in plan.groups].index("conv2")].tolist()
+    if channels_last:  # feature index = position * 16 + channel
+        columns = [p * 16 + c for p in range(4) for c in kept]
+    else:  # feature index = channel * 4 + position
+        columns = [c * 4 + p for c in kept for p in range(4)]
+    assert torch.equal(pruned.head.weight, net.head.weight[:, columns])
+    assert torch.allclose(outputs(pruned, x[2:]), outputs(masked, x[2:]), atol=1e-5)
+
+
+class KeepsSomeOutputs(torch.nn.Module):
+    """conv2's channels are accumulated over (cumsum), conv3's are the model's output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.conv3 = torch.nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv3(torch.relu(self.conv2(torch.relu(self.conv1(x)))).cumsum(1))
+
+
+def test_structured_pruning_says_why_each_layer_keeps_its_outputs():
+    from compress.evaluation import change_notes
+
+    torch.manual_seed(0)
+    artifact = cz.prune(KeepsSomeOutputs().eval(), "channels", 0.5, data=torch.randn(2, 1, 8, 8))
+    changes = artifact.changes
+    assert changes["conv2.weight"]["note"] == "output channels kept (normalised or accumulated over)"
+    assert changes["conv2.weight"]["shape"] == [8, 4, 3, 3]  # its inputs still shrank with conv1
+    assert changes["conv3.weight"]["note"] == "output channels kept (a model output)"
+    assert "note" not in changes["conv1.weight"]
+    assert artifact.stats["prune.layers_left_whole"] == 2.0
+    assert change_notes(changes) == [
+        "conv2: output channels kept (normalised or accumulated over)",
+        "conv3: output channels kept (a model output)",
+    ]
+
+
+def test_neurons_say_which_linear_layers_hold_heads_instead(tiny_bert):
+    artifact = cz.prune(str(tiny_bert), "neurons", 0.5)
+    notes = {name: change["note"] for name, change in artifact.changes.items() if "note" in change}
+    assert (
+        notes["encoder.layer.0.attention.self.query.weight"]
+        == "output features kept (they are heads, not neurons)"
+    )
+    assert "encoder.layer.0.intermediate.dense.weight" not in notes  # pruned
+    assert all(name.endswith(".weight") for name in notes)

@@ -27,9 +27,11 @@ def test_quantize_module_keeps_outputs_and_does_not_touch_the_original():
 
 def test_int4_beats_nothing_but_stays_close():
     mlp = tiny_mlp()
-    x = torch.randn(4, 32)
+    x = torch.randn(4, 32, generator=torch.Generator().manual_seed(0))
     q = cz.quantize(mlp, scheme="int4", group_size=16).model.module
-    assert_similar(q(x), mlp(x), min_cosine=0.98)
+    # measured 0.9971 here (0.994-0.997 over five input seeds); 30% noise on one layer's weights
+    # gives 0.94-0.985 and zeroing it 0.76-0.86, so 0.99 separates rounding from a broken quantizer
+    assert_similar(q(x), mlp(x), min_cosine=0.99)
 
 
 def test_include_and_exclude_globs():
@@ -63,7 +65,9 @@ def test_unknown_setting_lists_the_valid_ones():
     with pytest.raises(BadInput, match="unknown setting 'groupsize' \\(did you mean 'group_size'\\?\\)"):
         QuantizeConfig.from_dict({"groupsize": 32})
     with pytest.raises(BadInput, match="expected an integer"):
-        QuantizeConfig.from_dict({"group_size": "32"})
+        QuantizeConfig.from_dict({"scheme": "int4", "group_size": "32"})
+    with pytest.raises(BadInput, match="'group_size' applies to scheme int4"):
+        QuantizeConfig.from_dict({"scheme": "int8", "group_size": 32})
 
 
 def test_already_quantized_layer_is_refused():

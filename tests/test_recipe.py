@@ -54,7 +54,10 @@ def test_unknown_top_level_key_names_the_line_and_the_valid_keys():
     message = error_of("version: 1\npasses: [{kind: quantize}]\nevalute: {task: auto}\n")
     assert message.startswith("r.yaml, line 3: ")
     assert "unknown key 'evalute' (did you mean 'evaluate'?)" in message
-    assert "valid keys: version, name, description, passes, calibration, evaluate, gate" in message
+    assert (
+        "valid keys: version, name, description, model, passes, calibration, export, evaluate, gate"
+        in message
+    )
 
 
 def test_unknown_pass_kind_lists_the_installed_passes():
@@ -68,7 +71,7 @@ def test_unknown_pass_setting_points_at_its_own_line():
     message = error_of("passes:\n  - kind: quantize\n    scheme: int4\n    grup_size: 32\n")
     assert message.startswith("r.yaml, line 4: passes[0]: unknown setting 'grup_size'")
     assert "did you mean 'group_size'?" in message
-    assert "valid settings: " in message and "group_size, " in message and "scheme, " in message
+    assert "valid settings for scheme int4" in message and "group_size, " in message and "scheme, " in message
 
 
 def test_nested_settings_and_values_point_at_their_lines():
@@ -110,7 +113,7 @@ def test_yaml_syntax_errors_and_duplicate_keys_give_line_and_column():
         ("passes: [{kind: quantize}]\ngate: [{max: 1}]\n", "missing 'metric'"),
         ("passes: [{kind: quantize}]\ngate: [{metric: size.ratio}]\n", "give min, max, max_regression"),
         ("passes: [{kind: quantize}]\ngate: [{metric: size.ratio, mx: 1}]\n", "unknown setting 'mx'"),
-        ("passes: [{kind: quantize}]\ncalibration: {samples: 0}\n", "samples must be >= 1"),
+        ("passes: [{kind: quantize}]\ncalibration: {samples: 0}\n", "samples: need at least 1"),
     ],
 )
 def test_structural_errors(text, expected):

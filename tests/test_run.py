@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from compress.api import run_recipe
 from compress.checkpoint import SafetensorsFile
 from compress.cli import main
+from compress.plan import plan_run
 from compress.recipe import Recipe
-from compress.runner import RECIPE_FILE, plan_run, run_recipe
+from compress.writer import RECIPE_FILE
 from tests import fake_passes
 from tests.conftest import file_digest
 
@@ -52,7 +54,7 @@ def test_run_writes_the_model_the_resolved_recipe_and_a_passing_verdict(tiny_ber
     assert json.loads(metadata["compress.recipe"]) == Recipe.load(recipe).to_list()
     assert metadata["compress.source_sha256"] == before
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["schema"] == "compress.report/2" and report["size"]["ratio"] < 0.5
+    assert report["schema"] == "compress.report/3" and report["size"]["ratio"] < 0.5
     assert file_digest(tiny_bert) == before  # the input is never modified
 
 

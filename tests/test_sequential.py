@@ -7,7 +7,7 @@ import copy
 import torch
 
 import compress as cz
-from compress.calib import load_calibration
+from compress.calibration import Calibration, draw
 from compress.deferred import load_deferred
 from compress.passes.quantize.gptq import gptq_int4
 from compress.passes.quantize.rtn import pack_int4_tensor
@@ -22,9 +22,8 @@ TEXT = " ".join(
 
 def _calibration(tmp_path, samples: int = 6, seq_len: int = 24):
     (tmp_path / "calib.txt").write_text(TEXT)
-    return load_calibration(
-        tmp_path / "calib.txt", tokenizer=tiny_tokenizer(), n_samples=samples, seq_len=seq_len
-    )
+    settings = Calibration(data=str(tmp_path / "calib.txt"), samples=samples, seq_len=seq_len)
+    return draw(settings, tiny_tokenizer())
 
 
 def test_block_replay_reproduces_the_full_forward_pass(tiny_llama, tmp_path):

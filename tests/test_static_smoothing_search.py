@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import compress as cz
-from compress.calib import CalibrationData
+from compress.calibration import CalibrationData
 from compress.errors import BadInput
 from compress.passes.quantize import activation_ranges
 from compress.passes.quantize.activation_ranges import (
@@ -20,7 +20,6 @@ from compress.passes.quantize.activation_ranges import (
     measure_input_ranges,
     smooth_weights,
     smoothing_factor,
-    smoothing_strength,
 )
 from compress.qmodules import QuantLinear
 from compress.testing import correlated_inputs, tiny_norm_mlp
@@ -78,13 +77,15 @@ def test_a_given_alpha_is_used_as_it_is():
 
 
 def test_smoothing_strength_defaults_to_the_search_for_static_activations_only():
-    assert smoothing_strength(None, "static") == AUTO
-    assert smoothing_strength(None, "dynamic") is None
-    assert smoothing_strength(0, "static") is None  # 0 turns smoothing off
-    assert smoothing_strength(0.5, "dynamic") == 0.5
-    assert smoothing_strength(AUTO, "static") == AUTO
+    assert cz.Quantize(scheme="int8", activations="static").smooth_alpha == AUTO
+    assert cz.Quantize(scheme="int8", activations="dynamic").smooth_alpha is None
+    assert cz.Quantize(scheme="int8", activations="static", smooth=0).smooth_alpha is None  # 0: off
+    assert cz.Quantize(scheme="int8", activations="dynamic", smooth=0.5).smooth_alpha == 0.5
+    assert cz.Quantize.from_dict({"activations": "static", "smooth": "auto"}).smooth_alpha == AUTO
     with pytest.raises(BadInput, match="static"):
-        smoothing_strength(AUTO, "dynamic")
+        cz.Quantize(scheme="int8", activations="dynamic", smooth="auto")
+    with pytest.raises(BadInput, match=r"quantize\.smooth"):
+        cz.Quantize.from_dict({"activations": "static", "smooth": "most"})
 
 
 def test_rows_are_kept_within_the_memory_budget(monkeypatch):
@@ -106,9 +107,9 @@ def test_rows_are_kept_within_the_memory_budget(monkeypatch):
 
 def test_smoothing_factors_are_bounded_by_their_low_quantile_and_a_maximum():
     low = torch.linspace(1, 100, 100)
-    rng = InputRange(layers=["a"], channel_min=-low, channel_max=low * 1e4)  # up to 1e6
+    rng = InputRange(layers=["a"], channel_min=-low, channel_max=(1.5 * low) ** 2)  # up to 22500
     weight = torch.ones(8, 100)
-    raw = (low * 1e4).pow(0.5)  # max|x|^0.5 / max|W|^0.5 with max|W| = 1
+    raw = 1.5 * low  # max|x|^0.5 / max|W|^0.5 with max|W| = 1: 1.5 .. 150
     factor = smoothing_factor(rng, [weight], 0.5)
     assert float(factor.max()) == MAX_FACTOR  # the loudest channels: capped
     torch.testing.assert_close(factor.min(), torch.quantile(raw, 0.1))  # the quietest: raised

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import compress as cz
+from compress.api import compress_checkpoint
 from compress.checkpoint import SafetensorsFile
 from compress.errors import BadInput
 from compress.passes.quantize import QuantizeConfig
-from compress.pipeline import compress_checkpoint
 from compress.targets import Targets
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import sys
 
 import pytest
@@ -14,6 +15,7 @@ from compress.errors import BadInput
 from compress.eval.latency import LatencySettings
 from compress.sweep import Candidate, Sweep
 from compress.testing import tiny_mlp
+from tests.conftest import assert_measured_latency
 
 QUICK = LatencySettings(warmup=1, min_rounds=3, max_rounds=6, budget_s=0.2)
 SETTINGS = [
@@ -35,7 +37,7 @@ def test_sweep_evaluates_each_setting_against_the_one_base(mlp_sweep):
         assert candidate.recipe.passes == [setting]
         assert candidate.report.candidate["name"] == candidate.name
         assert candidate.report.candidate["recipe"] == [setting.to_dict()]
-        assert candidate.report.latency_row("cpu", "torch") is not None
+        assert_measured_latency(candidate.report.latency_row("cpu", "torch"), min_rounds=QUICK.min_rounds)
     ratios = [c.report.metric("size.ratio") for c in mlp_sweep]
     assert ratios[0] > ratios[1] and ratios[0] > ratios[2]  # INT4 is smaller than INT8
     assert mlp_sweep["quantize int8"] is mlp_sweep[0]
@@ -79,8 +81,25 @@ def test_sweep_html_table_names_every_setting_and_the_front(mlp_sweep):
         assert f"<td>{name}</td>" in page
     rows = mlp_sweep.table()
     assert f"<td>{rows[0]['retention']:.4f}</td>" in page
-    assert any(row["front_size"] for row in rows)
-    assert "size" in page and "Pareto front" in page
+    assert "Pareto front" in page
+
+
+def test_sweep_front_flags_of_constructed_candidates(crafted):
+    """Which settings are on each front, for numbers set by hand (the baseline is 1.0, 1.0, speed 1.0)."""
+    dominated = _fake(crafted[0], "dominated", 0.25, 0.99, 0.7)  # mid is smaller, more accurate, faster
+    sweep = Sweep([*crafted, dominated])
+    flags = {row["setting"]: (row["front_size"], row["front_speed"]) for row in sweep.table()}
+    assert flags == {
+        "big-exact": (True, False),  # the most accurate; slower than the baseline, which is as accurate
+        "small-lossy": (True, False),  # the smallest; slower and less accurate than the baseline
+        "mid": (True, True),  # the only one faster than the baseline
+        "dominated": (False, False),
+    }
+    page = sweep._repr_html_()
+    assert page.count("<td>size and speed</td>") == 1 and page.count("<td>size</td>") == 2
+    assert "<td>dominated</td>" in page and page.split("<td>dominated</td>")[1].split("</tr>")[0].endswith(
+        "<td></td>"
+    )
 
 
 def test_sweep_html_escapes_names():
@@ -205,7 +224,6 @@ def test_plot_is_inline_png_and_a_file(mlp_sweep, tmp_path):
     [
         ([], "no settings given"),
         ([42], r"settings\[0\]: expected pass settings"),
-        ([cz.Quantize(scheme="int4", group_size=24)], "not a power of two"),
         (["no/such/recipe.yaml"], "no/such/recipe.yaml"),
         ([[cz.Quantize(), cz.Prune(pattern="unstructured", sparsity=0.5)]], "pruning after quantization"),
     ],
@@ -216,6 +234,11 @@ def test_bad_settings_fail_before_any_work(settings, message, monkeypatch):
     monkeypatch.setattr(compress.model, "load", lambda *a, **k: pytest.fail("loaded before checking"))
     with pytest.raises(BadInput, match=message):
         cz.sweep(tiny_mlp(), settings, progress=False)
+
+
+def test_bad_settings_are_refused_when_made():
+    with pytest.raises(BadInput, match="not a power of two"):
+        cz.Quantize(scheme="int4", group_size=24)
 
 
 def test_names_must_match_the_settings():
@@ -275,3 +298,28 @@ def test_api_functions_stay_functions_after_their_modules_are_imported():
 
     assert callable(cz.gate) and callable(cz.compare) and callable(cz.sweep)
     assert cz.gate.__module__ == "compress.gate" and cz.sweep.__module__ == "compress.sweep"
+
+
+def test_compress_sweep_runs_two_settings_and_writes_the_pareto_plot(tiny_bert, tmp_path):
+    from click.testing import CliRunner
+
+    from compress.cli import main
+
+    settings = ["{kind: quantize, scheme: int8}", "{kind: quantize, scheme: int4, group_size: 32}"]
+    quick = ["--limit", "8", "--budget", "0.2", "--batch-size", "2", "--seq-len", "8", "--device", "cpu"]
+    plot, out = tmp_path / "pareto.png", tmp_path / "sweep.json"
+    args = ["sweep", str(tiny_bert), *settings, *quick, "--plot", str(plot), "--json", str(out), "-q"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    rows = json.loads(out.read_text())["settings"]
+    assert [r["setting"] for r in rows] == ["quantize int8", "quantize int4 g32"]
+    assert rows[1]["size_ratio"] < rows[0]["size_ratio"] < 1
+    dry = CliRunner().invoke(
+        main, ["sweep", str(tiny_bert), *settings, "--dry-run", "--save-recipe", str(tmp_path / "r")]
+    )
+    assert dry.exit_code == 0 and sorted(p.name for p in (tmp_path / "r").iterdir()) == [
+        "quantize-int4-g32.yaml",
+        "quantize-int8.yaml",
+    ]
+    assert cz.Recipe.load(tmp_path / "r" / "quantize-int4-g32.yaml").passes[0].group_size == 32

@@ -26,26 +26,8 @@ METHODS = {"rtn": {}, "awq": {"awq": True}, "gptq": {"gptq": True}}
 def check_settings(cfg: Any) -> None:
     """BadInput for quantize settings NNCF cannot honour (called by QuantizeConfig.validate)."""
     where = "quantize (backend nncf)"
-    if cfg.activations == "dynamic":
-        raise BadInput(
-            f"{where}: activations 'dynamic' is not an NNCF mode; NNCF's int8 is static (activation "
-            "ranges calibrated on data): use activations static or leave it unset."
-        )
-    if cfg.smooth is not None:
-        raise BadInput(
-            f"{where}: smooth is compress's own SmoothQuant; NNCF applies its own to transformers."
-        )
-    if cfg.weight_bits is not None:
-        raise BadInput(f"{where}: weight_bits is compress's own INT8 option; NNCF chooses its INT8 range.")
-    if cfg.method not in METHODS:
-        raise BadInput(f"{where}: method '{cfg.method}' has no NNCF equivalent; use rtn, awq or gptq (int4).")
     if cfg.scheme == "int8" and cfg.method != "rtn":
         raise BadInput(f"{where}: method {cfg.method} is an INT4 option of NNCF; use scheme int4.")
-    for name in ("damp", "act_order", "clip"):
-        if getattr(cfg, name) is not None:
-            raise BadInput(f"{where}: '{name}' is compress's own {cfg.method} setting; NNCF has none.")
-    if cfg.keep_int8:
-        raise BadInput(f"{where}: keep_int8 (mixed precision by layer name) is not mapped to NNCF.")
     if tuple(cfg.targets.include) != ("*",) or cfg.targets.exclude:
         raise BadInput(
             f"{where}: include/exclude name the checkpoint's layers, which the ONNX graph NNCF works on "
@@ -54,66 +36,80 @@ def check_settings(cfg: Any) -> None:
 
 
 def describe(cfg: Any) -> str:
-    c = cfg.calib
-    data = f" on {c.source} ({c.samples} x {c.seq_len} tokens, seed {c.seed})"
+    data = cfg.calibration_text()
     if cfg.scheme == "int8":
         embeddings = " and embeddings" if "embedding" in cfg.targets.types else ""
         return f"nncf static int8 (weights{embeddings} and activations)" + data
     text = f"nncf int4 group {cfg.group_size}, {'sym' if cfg.symmetric else 'asym'}, {cfg.method}"
     if "embedding" in cfg.targets.types:
         text += ", embeddings int4"
-    return text + (data if cfg.uses_data() else "")
+    return text + data
 
 
-def compress_with_nncf(weights: Path, cfg: Any, out: Path, *, data: Any = None, progress=None):
+def compress_with_nncf(
+    weights: Path,
+    cfg: Any,
+    out: Path,
+    *,
+    data: Any = None,
+    recipe: list[dict],
+    source_sha256: str,
+    extra: dict[str, str] | None = None,
+    exports: list[Any] = (),  # type: ignore[assignment]
+    progress=None,
+):
     """Quantize the checkpoint `weights` with NNCF into the folder `out` (model.onnx, config,
-    tokenizer), atomically; returns the Artifact (no in-memory model, path = out/model.onnx)."""
-    from compress.artifact import Artifact, check_output_folder, write_side_files
-    from compress.checkpoint import atomic_output_dir, sha256_file
+    tokenizer) through the one writer; returns the Artifact (no in-memory model, path = out/model.onnx).
+    `data` is the calibration data the runner drew for it (None for data-free weight compression)."""
+    from compress.artifact import Artifact
+    from compress.memory import peak_rss_mb
     from compress.model import load
-    from compress.pipeline import _calibration
+    from compress.writer import check_output_folder, write_output
 
     check_output_folder(out, weights)
     model = load(weights)
     if not model.runnable:
         raise BadInput(f"{weights}: has no config.json beside it; NNCF needs the model to export to ONNX.")
-    cfg, calibration = _calibration(cfg, data, model.tokenizer)
     started = time.perf_counter()
-    with atomic_output_dir(out) as stage, tempfile.TemporaryDirectory(prefix="compress-nncf-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="compress-nncf-") as tmp:
         if progress:
             progress.start("exporting the float model to ONNX", total=None)
         graph, sample = _fp32_graph(model, Path(tmp))
         if progress:
             progress.done()
             progress.start(f"NNCF: {describe(cfg)}", total=None)
-        result, call = _run_nncf(graph, cfg, calibration, model)
+        result, call = _run_nncf(graph, cfg, data, model)
         if progress:
             progress.done()
-        seconds = time.perf_counter() - started
-        stats = {"quantize.seconds": seconds}
-        from compress.memory import peak_rss_mb
-
+        stats = {"quantize.seconds": time.perf_counter() - started}
         if (peak := peak_rss_mb()) is not None:
             stats["quantize.peak_rss_mb"] = peak
         artifact = Artifact(
-            model=None,
-            recipe=[cfg.to_dict()],
-            stats=stats,
-            source=weights,
-            source_sha256=sha256_file(weights),
+            model=None, recipe=recipe, stats=stats, source=weights, source_sha256=source_sha256
         )
-        _save(result, stage / "model.onnx", artifact, call)
-        _check_runs(stage / "model.onnx", sample, model.name)
-        write_side_files(stage, weights.parent, None)
-    artifact.path = out / "model.onnx"
+
+        def write_graph(stage: Path, info) -> Path:
+            _save(result, stage / "model.onnx", info, call)
+            _check_runs(stage / "model.onnx", sample, model.name)
+            return stage / "model.onnx"
+
+        artifact.path = write_output(
+            out,
+            artifact.info(),
+            write_weights=write_graph,
+            source_folder=weights.parent,
+            extra=extra,
+            exports=exports,
+            progress=progress,
+        )
     return artifact
 
 
 def _fp32_graph(model, folder: Path):
     import onnx
 
-    from compress.eval.runtimes import export_samples
     from compress.onnx import export_onnx
+    from compress.onnx.samples import export_samples
 
     sample, _ = export_samples(None)(model)
     exported = export_onnx(model.module, sample, folder / "fp32")
@@ -184,19 +180,14 @@ def _feeds(graph, calibration) -> list[dict]:
     return feeds
 
 
-def _save(result, path: Path, artifact, call: str) -> None:
+def _save(result, path: Path, info, call: str) -> None:
     """NNCF's graph with compress's record in its metadata; weights over 2 GB go to model.onnx.data."""
     import nncf
     import onnx
 
-    from compress._version import __version__
     from compress.backends.onnx_only import stamp
-    from compress.formats import FORMAT_VERSION, CompressionInfo
     from compress.onnx.export import EXTERNAL_DATA_BYTES
 
-    info = CompressionInfo(
-        FORMAT_VERSION, __version__, artifact.source_sha256, artifact.recipe, {}, {}, artifact.stats
-    )
     stamp(result, info, {"name": "nncf", "version": nncf.__version__, "call": call})
     large = result.ByteSize() > EXTERNAL_DATA_BYTES
     onnx.save_model(

@@ -6,6 +6,8 @@ Commands are imported only when run (or listed), so `compress --help` stays fast
 from __future__ import annotations
 
 import importlib
+import sys
+from typing import Any
 
 import click
 
@@ -22,10 +24,31 @@ COMMANDS = {
     "history": "compress.cli.history:history_command",
     "passes": "compress.cli.passes:passes_command",
     "distill": "compress.cli.distill:distill",
+    "sweep": "compress.cli.sweep:sweep_command",
+    "hardware": "compress.cli.hardware:hardware_command",
 }
 
 
 class LazyGroup(click.Group):
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        """As click's, but a usage error (an unknown option, a bad choice) is one line on stderr,
+        like every other bad input, with exit code 2."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx else "compress"
+            click.echo(f"error: {exc.format_message()} (see '{command} --help')", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("interrupted: nothing partial was left behind.", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)  # as click's standalone mode ends
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 

@@ -7,16 +7,8 @@ from pathlib import Path
 
 import click
 
-from compress.cli.common import (
-    emit_report,
-    eval_options,
-    evaluate_from_options,
-    handle_errors,
-    json_option,
-    make_progress,
-    quiet_option,
-    stderr,
-)
+from compress.cli.common import eval_options, evaluation_from_options, handle_errors, stderr
+from compress.cli.execute import execute, run_options
 
 
 def eval_data_as(flag: str):
@@ -44,7 +36,6 @@ def eval_data_as(flag: str):
     metavar="PATH|NAME",
     help="Training data: .txt, .jsonl/.csv (text, optional label), .npz, or built-in spam / wiki-train.",
 )
-@click.option("-o", "--output", metavar="DIR", help="Output folder (default: <source folder>-distilled).")
 @click.option("--student-layers", type=int, metavar="N", help="Student: the model with N of its layers kept.")
 @click.option("--qat", is_flag=True, help="Train quantized weights through fake quantization.")
 @click.option("--epochs", type=int, default=1, show_default=True)
@@ -91,17 +82,14 @@ def eval_data_as(flag: str):
     show_default=True,
     help="Where to train; auto takes the GPU when there is one.",
 )
-@click.option("--no-eval", is_flag=True, help="Write the checkpoint and stop; no evaluation.")
+@run_options
 @eval_data_as("--eval-data")
 @eval_options
-@json_option
-@quiet_option
 @handle_errors
 def distill(
     source: str | None,
     teacher: str,
     train_data: str,
-    output: str | None,
     student_layers: int | None,
     qat: bool,
     layer_pairs: tuple[str, ...],
@@ -110,9 +98,6 @@ def distill(
     resume: bool,
     keep_checkpoints: bool,
     train_device: str,
-    no_eval: bool,
-    json_path: str | None,
-    quiet: bool,
     **opts,
 ) -> None:
     """Distil TEACHER into SOURCE (a pruned or quantized checkpoint), or into a smaller copy of the
@@ -123,73 +108,59 @@ def distill(
     compress distill --student-layers 3 --teacher model.safetensors --data spam -o small/
     compress distill int4/ --teacher model.safetensors --data train.txt --qat -o int4-qat/
     """
-    from compress.distillation import (
-        add_distillation_section,
-        distill_config,
-        resolve_device,
-        starting_student,
-    )
-    from compress.pipeline import apply, default_output_dir
+    from compress.distillation import distill_config, resolve_device
+    from compress.plan import default_output_dir
+    from compress.recipe import Recipe
 
     if source is None and not student_layers:
         raise click.UsageError("give a student checkpoint (SOURCE) or --student-layers N.")
-    out = Path(output or default_output_dir(source or teacher, "distilled"))
+    out = Path(opts["output"] or default_output_dir(source or teacher, "distilled"))
+    opts["output"] = str(out)
     folder = Path(checkpoint_dir) if checkpoint_dir else out.parent / f"{out.name}-checkpoints"
-    training = {
-        "epochs": opts.pop("epochs"),
-        "max_steps": opts.pop("max_steps"),
-        "batch_size": opts.pop("train_batch_size"),
-        "grad_accum": opts.pop("grad_accum"),
-        "lr": opts.pop("lr"),
-        "schedule": opts.pop("schedule"),
-        "warmup": opts.pop("warmup"),
-        "max_length": opts.pop("max_length"),
-        "eval_every": opts.pop("eval_every"),
-        "patience": opts.pop("patience"),
-        "seed": opts.pop("seed"),
-    }
-    losses = {
-        "temperature": opts.pop("temperature"),
-        "kl": opts.pop("kl_weight"),
-        "hidden": opts.pop("hidden_weight"),
-        "embedding": opts.pop("embedding_weight"),
-        "task": opts.pop("task_weight"),
-        "layer_pairs": list(layer_pairs),
-    }
+    training = {key: opts.pop(option) for key, option in TRAINING_OPTIONS.items()}
+    losses = {key: opts.pop(option) for key, option in LOSS_OPTIONS.items()}
+    losses["layer_pairs"] = list(layer_pairs)
     checkpoints = {"dir": str(folder), "every": checkpoint_every, "resume": resume}
     cfg = distill_config(teacher, train_data, student_layers, qat, losses, training, checkpoints)
-    progress = make_progress(quiet)
+    recipe = Recipe(passes=[cfg], evaluation=evaluation_from_options(opts), name="distilled")
     try:
-        artifact = apply(source or teacher, cfg, device=resolve_device(train_device), progress=progress)
+        result = execute(
+            recipe,
+            source or teacher,
+            opts,
+            command="distill",
+            device=resolve_device(train_device),
+            describe=cfg.describe(),
+        )
     except KeyboardInterrupt:
         if (folder / "last.safetensors").exists():
             stderr.print(f"training checkpoint kept in {folder}: run the same command with --resume.")
         raise
-    artifact.save(out)
-    if not keep_checkpoints:
+    if result is not None and not keep_checkpoints:
         remove_checkpoints(folder)
-    record = artifact.stats["distill.record"]
-    if not quiet:
-        stderr.print(
-            f"wrote [bold]{artifact.path}[/] ({cfg.describe()}; {record['steps']} steps on "
-            f"{record['device']}, validation retention {artifact.stats['distill.retention_before']:.4f} → "
-            f"{artifact.stats['distill.retention_after']:.4f})"
-        )
-    if no_eval:
-        return
-    inputs = sample_inputs(train_data, opts["batch_size"])
-    report = evaluate_from_options(artifact.path, teacher, opts, progress, inputs=inputs)
-    start = starting_student(source, teacher, student_layers)
-    emit_report(add_distillation_section(report, artifact, start, teacher, opts, inputs), json_path, quiet)
 
 
-def sample_inputs(data: str, batch_size: int):
-    """For a model without a tokenizer (an .npz of inputs): a batch of them to time and compare on."""
-    if not str(data).endswith(".npz"):
-        return None
-    from compress.passes.distill.data import load_training_data
-
-    return load_training_data(data, 2).inputs[:batch_size]
+# Option name -> setting, for the training loop and the losses (compress.passes.distill).
+TRAINING_OPTIONS = {
+    "epochs": "epochs",
+    "max_steps": "max_steps",
+    "batch_size": "train_batch_size",
+    "grad_accum": "grad_accum",
+    "lr": "lr",
+    "schedule": "schedule",
+    "warmup": "warmup",
+    "max_length": "max_length",
+    "eval_every": "eval_every",
+    "patience": "patience",
+    "seed": "seed",
+}
+LOSS_OPTIONS = {
+    "temperature": "temperature",
+    "kl": "kl_weight",
+    "hidden": "hidden_weight",
+    "embedding": "embedding_weight",
+    "task": "task_weight",
+}
 
 
 def remove_checkpoints(folder: Path) -> None:

@@ -56,6 +56,7 @@ def describe_settings(cls: type, prefix: str = "") -> list[dict[str, Any]]:
 def pass_listing() -> dict[str, Any]:
     from importlib.metadata import entry_points
 
+    from compress.exporters import available_formats, get_exporter
     from compress.registry import ENTRY_POINT_GROUP, available_passes, broken_passes
 
     origin = {}
@@ -69,18 +70,29 @@ def pass_listing() -> dict[str, Any]:
                 "kind": kind,
                 "summary": spec.summary,
                 "needs_data": spec.needs_data,
+                "data": spec.data_kind,
                 "package": origin.get(kind, "unknown"),
                 "builtin": origin.get(kind) == "compress",
                 "requires": list(spec.requires),
                 "streams": spec.stream is not None,
                 "settings": describe_settings(spec.config),
+                "methods": [_method(cls) for cls in getattr(spec.config, "METHOD_CLASSES", ())],
             }
         )
     broken = [
         {"kind": b.kind, "target": b.target, "package": origin.get(b.kind, "unknown"), "reason": b.reason}
         for b in broken_passes().values()
     ]
-    return {"passes": passes, "broken": broken}
+    exports = []
+    for fmt in available_formats():
+        spec = get_exporter(fmt)
+        exports.append({"format": fmt, "summary": spec.summary, "settings": describe_settings(spec.config)})
+    return {"passes": passes, "broken": broken, "exports": exports}
+
+
+def _method(cls: type) -> dict[str, Any]:
+    """One settings class of a pass with several (quantize: one per method), with its real defaults."""
+    return {"label": cls.label, "data": cls.data_use, "settings": describe_settings(cls)}
 
 
 @click.command(name="passes")
@@ -88,10 +100,9 @@ def pass_listing() -> dict[str, Any]:
 @handle_errors
 def passes_command(json_path: str | None) -> None:
     """List the installed passes, built-in and plug-in (entry-point group compress.passes), with
-    their settings and whether they need calibration data. Plug-ins that fail to load are listed
-    with the reason."""
+    their settings and defaults and the data they need, and the export formats. Plug-ins that fail
+    to load are listed with the reason."""
     from rich.console import Console
-    from rich.table import Table
 
     listing = pass_listing()
     if json_path:
@@ -101,16 +112,31 @@ def passes_command(json_path: str | None) -> None:
     out = Console(highlight=False)
     for p in listing["passes"]:
         origin = "built-in" if p["builtin"] else f"plug-in from {p['package']}"
-        data = "needs calibration data" if p["needs_data"] else "needs no data"
-        table = Table(title=f"{p['kind']}: {p['summary']} ({origin}; {data})", title_justify="left")
-        table.add_column("setting")
-        table.add_column("type")
-        table.add_column("default")
-        for s in p["settings"]:
-            table.add_row(s["name"], s["type"], json.dumps(s["default"]))
-        out.print(table)
+        if p["data"] == "training":
+            data = "needs training data (its data setting)"
+        else:
+            data = "needs calibration data" if p["needs_data"] else "needs no data"
+        if p["methods"]:
+            out.print(f"[bold]{p['kind']}[/]: {p['summary']} ({origin})", soft_wrap=True)
+            for m in p["methods"]:
+                out.print(_table(f"{p['kind']}, {m['label']} (data: {m['data']})", m["settings"]))
+        else:
+            out.print(_table(f"{p['kind']}: {p['summary']} ({origin}; {data})", p["settings"]))
+    for e in listing["exports"]:
+        out.print(_table(f"export {e['format']}: {e['summary']}", e["settings"]))
     for b in listing["broken"]:
         out.print(
             f"[bold red]broken plug-in[/] {b['kind']} ({b['target']}, from {b['package']}): {b['reason']}",
             soft_wrap=True,
         )
+
+
+def _table(title: str, settings: list[dict[str, Any]]):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in ("setting", "type", "default"):
+        table.add_column(column)
+    for s in settings:
+        table.add_row(s["name"], s["type"], json.dumps(s["default"]))
+    return table

@@ -1,63 +1,87 @@
-"""`compress quantize`: one quantize pass on a checkpoint, then the evaluation against it."""
+"""`compress quantize`: a one-pass quantize recipe on a checkpoint, run like any recipe.
+
+The options are the settings of the quantize method's class (compress.passes.quantize.config); an
+option left out takes that class's default, which its help shows, so the command and the API
+cannot drift apart (a test checks every option against the classes).
+"""
 
 from __future__ import annotations
 
 import click
 
-from compress.cli.common import (
-    emit_report,
-    eval_options,
-    evaluate_from_options,
-    handle_errors,
-    json_option,
-    make_progress,
-    open_history,
-    quiet_option,
-    stderr,
+from compress.cli.common import eval_options, evaluation_from_options, handle_errors
+from compress.cli.execute import execute, run_options
+from compress.exporters import available_formats
+from compress.passes.quantize.config import (
+    BACKENDS,
+    METHODS,
+    SCHEMES,
+    AwqConfig,
+    GptqConfig,
+    Int4Config,
+    Int8Config,
+)
+from compress.target import TARGETS
+
+
+class SmoothStrength(click.ParamType):
+    """--smooth: a number (SmoothQuant's alpha) or "auto" (searched per layer input)."""
+
+    name = "alpha"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or value == "auto":
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"'{value}' is neither a number (0 <= alpha < 1) nor 'auto'.", param, ctx)
+
+
+SMOOTH = SmoothStrength()
+
+# Command-line option -> setting of the method's class; `None` options are left to the class.
+SETTING_OPTIONS = (
+    "group_size",
+    "symmetric",
+    "activations",
+    "smooth",
+    "weight_bits",
+    "keep_int8",
+    "damp",
+    "act_order",
+    "clip",
+    "backend",
+    "allow_nonfinite",
 )
 
 
 @click.command()
 @click.argument("source", type=click.Path(path_type=str))
 @click.option(
-    "-o", "--output", metavar="DIR", help="Output folder (default: <input folder>-<scheme> beside it)."
-)
-@click.option(
     "--scheme",
-    type=click.Choice(["int8", "int4"]),
+    type=click.Choice(SCHEMES),
     default="int8",
     show_default=True,
     help="int8: per output channel, symmetric. int4: group-wise.",
 )
 @click.option(
-    "--group-size", type=int, default=128, show_default=True, help="INT4 group size (power of two)."
-)
-@click.option("--asymmetric", is_flag=True, help="INT4 with a stored zero point per group.")
-@click.option(
     "--method",
-    type=click.Choice(["rtn", "mse", "hqq", "gptq", "awq"]),
+    type=click.Choice(METHODS),
     default="rtn",
     show_default=True,
     help="How INT4 codes are chosen. No data: rtn (round to nearest), mse (MSE-optimal clipping), "
     "hqq (HQQ-style refinement). Calibration data: gptq, awq.",
 )
 @click.option(
-    "--calib",
-    metavar="PATH|NAME",
-    help="Calibration data for gptq/awq: .txt, .jsonl/.csv (text column), .npz, or a built-in text "
-    "[default: wiki-train].",
-)
-@click.option("--calib-samples", type=int, metavar="N", help="Calibration samples [default: 128].")
-@click.option("--calib-seq-len", type=int, metavar="N", help="Tokens per calibration sample [default: 512].")
-@click.option("--calib-seed", type=int, metavar="N", help="Seed that picks the samples [default: 0].")
-@click.option(
-    "--damp", type=float, help="gptq: Hessian damping, fraction of its mean diagonal [default: 0.01]."
+    "--group-size", type=int, help=f"INT4 group size, a power of two [default: {Int4Config.group_size}]."
 )
 @click.option(
-    "--act-order/--no-act-order", default=None, help="gptq: busiest input columns first [default: on]."
-)
-@click.option(
-    "--clip/--no-clip", default=None, help="gptq/awq: search each group's clipping range [default: on]."
+    "--asymmetric",
+    "symmetric",
+    flag_value=False,
+    default=None,
+    help="INT4 with a stored zero point per group [default: symmetric].",
 )
 @click.option(
     "--keep-int8",
@@ -68,90 +92,96 @@ from compress.cli.common import (
 @click.option(
     "--activations",
     type=click.Choice(["none", "dynamic", "static"]),
-    default="none",
-    show_default=True,
     help="int8: also quantize activations, per token at run time (dynamic) or with ranges calibrated "
-    "on --calib data (static), in the ONNX export's integer kernels.",
+    f"on --calib data (static), in the ONNX export's integer kernels [default: {Int8Config.activations}].",
 )
 @click.option(
     "--smooth",
-    type=float,
-    metavar="ALPHA",
-    help="int8 with activations: SmoothQuant strength (0-1; 0: off), calibrated on --calib data "
-    "[default: 0.5 with static activations, off with dynamic].",
-)
-@click.option(
-    "--onnx-format",
-    type=click.Choice(["qoperator", "qdq"]),
-    default="qoperator",
-    show_default=True,
-    help="Static INT8 in the ONNX export: integer operators, or QuantizeLinear/DequantizeLinear pairs.",
+    type=SMOOTH,
+    metavar="ALPHA|auto",
+    help="int8 with activations: SmoothQuant strength (0-1; 0: off; auto: searched per layer input, "
+    "static only), calibrated on --calib data [default: auto with static activations, off with dynamic].",
 )
 @click.option(
     "--weight-bits",
     type=click.Choice(["8", "7"]),
-    help="int8 code range (default: 7 with dynamic activations, so ONNX Runtime's AVX2 kernel cannot "
-    "saturate; else 8).",
+    help="int8 code range [default: 7 with quantized activations, so ONNX Runtime's AVX2 kernel "
+    "cannot saturate; else 8].",
 )
 @click.option(
-    "--export",
-    "export_format",
-    type=click.Choice(["onnx"]),
-    help="Also write model.onnx with integer kernels (INT8: MatMulIntegerToFloat, INT4: MatMulNBits).",
+    "--damp",
+    type=float,
+    help=f"gptq: Hessian damping, fraction of its mean diagonal [default: {GptqConfig.damp}].",
+)
+@click.option(
+    "--act-order/--no-act-order",
+    default=None,
+    help=f"gptq: busiest input columns first [default: {'on' if GptqConfig.act_order else 'off'}].",
+)
+@click.option(
+    "--clip/--no-clip",
+    default=None,
+    help=f"gptq/awq: search each group's clipping range [default: {'on' if AwqConfig.clip else 'off'}].",
+)
+@click.option(
+    "--calib",
+    metavar="PATH|NAME",
+    help="Calibration data for gptq, awq, static activations, smoothing and NNCF: .txt, .jsonl/.csv "
+    "(text column), .npz, or a built-in text [default: wiki-train].",
+)
+@click.option("--calib-samples", type=int, metavar="N", help="Calibration samples [default: 128].")
+@click.option("--calib-seq-len", type=int, metavar="N", help="Tokens per calibration sample [default: 512].")
+@click.option("--calib-seed", type=int, metavar="N", help="Seed that picks the samples [default: 0].")
+@click.option(
+    "--allow-nonfinite",
+    flag_value=True,
+    default=None,
+    help="Quantize weights holding NaN or Inf (NaN as 0, Inf as the row's largest finite value) instead of "
+    "refusing them [default: off: refused].",
 )
 @click.option(
     "--embeddings", is_flag=True, help="Quantize embedding tables too (Linear layers only by default)."
 )
 @click.option("--include", multiple=True, metavar="GLOB", help="Only layers whose name matches (repeatable).")
 @click.option(
-    "--exclude",
+    "--exclude", multiple=True, metavar="GLOB", help="Keep layers whose name matches in float (repeatable)."
+)
+@click.option(
+    "--export",
+    "export_formats",
     multiple=True,
-    metavar="GLOB",
-    help="Keep layers whose name matches in float (repeatable).",
+    type=click.Choice(available_formats()),
+    help="Also write the model for a runtime (repeatable): onnx (model.onnx with integer kernels), "
+    "openvino (openvino/ IR), compressed-tensors (compressed-tensors/ for transformers and vLLM).",
+)
+@click.option(
+    "--onnx-format",
+    type=click.Choice(["qoperator", "qdq"]),
+    help="Static INT8 in the ONNX export: integer operators (qoperator, the default), or "
+    "QuantizeLinear/DequantizeLinear pairs (qdq).",
 )
 @click.option(
     "--backend",
-    type=click.Choice(["compress", "nncf"]),
-    default="compress",
-    show_default=True,
-    help="Who quantizes: compress, or NNCF on the model's ONNX export (int8: NNCF's static PTQ on "
-    "calibration texts; int4: its weight compression). The result is model.onnx; it is evaluated "
-    "on onnxruntime.",
+    type=click.Choice(BACKENDS),
+    help="Who quantizes: compress (the default), or NNCF on the model's ONNX export (int8: NNCF's "
+    "static PTQ on calibration texts; int4: its weight compression); the result is model.onnx, "
+    "evaluated on onnxruntime.",
 )
-@click.option("--no-eval", is_flag=True, help="Write the checkpoint and stop; no evaluation.")
+@click.option(
+    "--target",
+    type=click.Choice(TARGETS),
+    envvar="COMPRESS_TARGET",
+    default="auto",
+    show_default=True,
+    help="auto: when you choose no scheme, activations, method, backend, weight bits or export, take what "
+    "is fastest on this machine (`compress hardware` shows it): the quantization, the export and the "
+    "runtime timed; the report says what was picked and why. none: INT8 weight-only unless you choose "
+    "[env: COMPRESS_TARGET].",
+)
+@run_options
 @eval_options
-@json_option
-@quiet_option
 @handle_errors
-def quantize(
-    source: str,
-    output: str | None,
-    scheme: str,
-    group_size: int,
-    asymmetric: bool,
-    method: str,
-    calib: str | None,
-    calib_samples: int | None,
-    calib_seq_len: int | None,
-    calib_seed: int | None,
-    damp: float | None,
-    act_order: bool | None,
-    clip: bool | None,
-    keep_int8: tuple[str, ...],
-    activations: str,
-    smooth: float | None,
-    onnx_format: str,
-    weight_bits: str | None,
-    export_format: str | None,
-    embeddings: bool,
-    include: tuple[str, ...],
-    exclude: tuple[str, ...],
-    backend: str,
-    no_eval: bool,
-    json_path: str | None,
-    quiet: bool,
-    **eval_opts,
-) -> None:
+def quantize(source: str, **opts) -> None:
     """Quantize the weights of SOURCE (a .safetensors file or its folder) and evaluate the result.
 
     \b
@@ -160,90 +190,70 @@ def quantize(
     compress quantize model.safetensors --scheme int4 --group-size 32 -o out/ --json report.json
     compress quantize gemma/ --scheme int4 --method gptq --calib wiki.txt --calib-samples 64
     compress quantize gemma/ --scheme int4 --method awq --keep-int8 'model.layers.0.*'
-    compress quantize model.safetensors --scheme int4 --method hqq    # no data needed
     compress quantize model.safetensors --activations dynamic --export onnx -o out/   # faster on CPU
     compress quantize model.safetensors --activations static --calib calib.txt --export onnx -o out/
     compress quantize model.safetensors --backend nncf -o out/   # NNCF's static INT8, for comparison
+    compress quantize model.safetensors --scheme int4 --save-recipe int4.yaml --dry-run
     """
-    from compress.api import quantize_config
-    from compress.pipeline import compress_checkpoint, default_output_dir
+    from compress.api import export_steps, quantize_recipe, with_calibration
 
-    calibration = {
-        key: value
-        for key, value in {
-            "source": calib,
-            "samples": calib_samples,
-            "seq_len": calib_seq_len,
-            "seed": calib_seed,
-        }.items()
-        if value is not None
-    }
-    method_settings = {
-        key: value
-        for key, value in {"damp": damp, "act_order": act_order, "clip": clip, "smooth": smooth}.items()
-        if value is not None
-    }
-    cfg = quantize_config(
-        scheme,
-        group_size=group_size,
-        symmetric=not asymmetric,
-        method=method,
-        activations=activations,
-        weight_bits=int(weight_bits) if weight_bits else None,
-        embeddings=embeddings,
-        include=include or ("*",),
-        exclude=exclude,
-        keep_int8=keep_int8,
-        calib=calibration,
-        backend=backend,
-        **method_settings,
-    )
-    label = scheme if method == "rtn" else f"{scheme}-{method}"
-    out = output or str(default_output_dir(source, label if backend == "compress" else f"{backend}-{label}"))
-    if backend != "compress" and click.get_current_context().get_parameter_source("runtimes") in (
+    description = _apply_target(source, opts) if opts["target"] == "auto" else ""
+    if opts["onnx_format"] and "onnx" not in opts["export_formats"]:
+        raise click.UsageError("--onnx-format applies to the ONNX export: add --export onnx.")
+    if opts["backend"] == "nncf" and click.get_current_context().get_parameter_source("runtimes") in (
         click.core.ParameterSource.DEFAULT,
         None,
     ):
-        eval_opts["runtimes"] = "onnxruntime"  # an ONNX-only result has no torch module to time
-    if not no_eval:
-        open_history(eval_opts, check=True)
-    progress = make_progress(quiet)
-    if export_format and backend == "compress":
-        artifact = compress_and_export(source, cfg, out, progress, onnx_format)
-    else:
-        artifact = compress_checkpoint(source, cfg, out, progress=progress)
-    if not quiet and backend != "compress":
-        stderr.print(f"wrote [bold]{artifact.path}[/] ({cfg.describe()})")
-    elif not quiet:
-        stderr.print(f"wrote [bold]{artifact.path}[/] ({cfg.describe()}, {len(artifact.changes)} weights)")
-        if export_format:
-            stderr.print(f"wrote [bold]{artifact.path.parent / 'model.onnx'}[/] (integer kernels)")
-    if no_eval:
-        return
-    report = evaluate_from_options(artifact.path, source, eval_opts, progress)
-    emit_report(report, json_path, quiet, eval_opts["markdown_path"])
+        opts["runtimes"] = "onnxruntime"  # an ONNX-only result has no torch module to time
+    settings = {name: opts[name] for name in SETTING_OPTIONS}
+    settings["weight_bits"] = int(opts["weight_bits"]) if opts["weight_bits"] else None
+    settings["keep_int8"] = opts["keep_int8"] or None
+    recipe = quantize_recipe(
+        opts["scheme"],
+        method=opts["method"],
+        embeddings=opts["embeddings"],
+        include=opts["include"] or ("*",),
+        exclude=opts["exclude"],
+        **settings,
+    )
+    calibration = {
+        k: opts[f"calib_{k}"] for k in ("samples", "seq_len", "seed") if opts[f"calib_{k}"] is not None
+    }
+    recipe = with_calibration(recipe, opts["calib"], calibration)
+    exports = [
+        {
+            "format": f,
+            **({"quant_format": opts["onnx_format"]} if f == "onnx" and opts["onnx_format"] else {}),
+        }
+        for f in opts["export_formats"]
+    ]
+    name = f"{opts['backend']}-{recipe.name}" if opts["backend"] == "nncf" else recipe.name
+    evaluation = evaluation_from_options(opts)
+    recipe = recipe.replace(
+        export=export_steps(exports), evaluation=evaluation, name=name, description=description
+    )
+    execute(recipe, source, opts, command="quantize", describe=recipe.passes[0].describe())
 
 
-def compress_and_export(source: str, cfg, out: str, progress, form: str = "qoperator"):
-    """The checkpoint and its integer ONNX graph, written together: a failed export leaves neither."""
-    from pathlib import Path
+# Options that say how to quantize: any of them on the command line and --target auto stands aside.
+CHOICES = ("scheme", "method", "activations", "smooth", "backend", "weight_bits", "export_formats")
 
-    from compress.checkpoint import atomic_output_dir
-    from compress.errors import BadInput
-    from compress.onnx.integer import export_quantized_folder
-    from compress.pipeline import compress_checkpoint
 
-    if cfg.scheme == "int8" and cfg.activations == "none":
-        raise BadInput(
-            "--export onnx with int8 needs --activations dynamic or static: weight-only INT8 has no "
-            "ONNX Runtime kernel faster than float."
-        )
-    with atomic_output_dir(Path(out)) as stage:
-        artifact = compress_checkpoint(source, cfg, stage, progress=progress)
-        if progress:
-            progress.start("exporting to ONNX with integer kernels", total=None)
-        export_quantized_folder(stage, cfg.activations, form=form)
-        if progress:
-            progress.done()
-    artifact.path = Path(out) / artifact.path.name
-    return artifact
+def _apply_target(source: str, opts: dict) -> str:
+    """Fill the options the user left to --target auto from compress.target; the reason, or ''."""
+    from compress.target import auto_target
+
+    ctx = click.get_current_context()
+    given = click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT
+    if any(ctx.get_parameter_source(name) in given for name in CHOICES):
+        return ""
+    target = auto_target(source, has_module=bool(opts.get("module")), calibration=opts["calib"])
+    opts["scheme"] = target.settings["scheme"]
+    opts["activations"] = target.settings.get("activations")
+    bits = target.settings.get("weight_bits")
+    opts["weight_bits"] = str(bits) if bits else None
+    opts["embeddings"] = opts["embeddings"] or target.embeddings
+    opts["export_formats"] = tuple(target.exports)
+    if ctx.get_parameter_source("runtimes") not in given:
+        opts["runtimes"] = target.runtime  # the headline latency row is the chosen runtime's
+    return target.reason

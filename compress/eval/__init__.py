@@ -8,17 +8,18 @@ from typing import TYPE_CHECKING, Any
 from compress.errors import BadInput
 from compress.eval.environment import environment
 from compress.eval.latency import LatencySettings
-from compress.eval.runtimes import OnnxGraphs, check_choices, export_samples, latency_row
+from compress.eval.runtimes import OnnxGraphs, budget_notes, check_choices, latency_row
 from compress.eval.size import size_section, tensor_errors
 from compress.eval.structure import annotate_latency, structure_sections
 from compress.eval.tasks import AccuracyResult, Task, TaskOptions, pick_task
 from compress.model import Model, load
+from compress.onnx.samples import export_samples
 from compress.progress import resolve as resolve_progress
 
 if TYPE_CHECKING:
     from compress.report import Report
 
-RUNTIMES = ("torch",)  # the default; "onnxruntime" exports both models first
+RUNTIMES = ("torch",)  # the default; "onnxruntime" and "openvino" export both models first
 DEVICES = ("cpu", "cuda")
 
 
@@ -35,16 +36,22 @@ def evaluate(
     inputs: Any = None,
     task_options: TaskOptions | dict | None = None,
     progress=None,
+    history: Any = "default",
 ) -> Report:
     """Compare a candidate with its baseline and return a Report.
 
     `candidate` and `baseline` are paths, `Model`s, `torch.nn.Module`s or an `Artifact`.
-    `inputs` are sample inputs for models without a tokenizer (latency and fidelity).
-    `runtimes`: "torch" and/or "onnxruntime" (both models exported to ONNX and checked against
-    torch first); `devices`: "cpu" and/or "cuda". An absent one gives an 'unavailable' row.
+    `inputs` are sample inputs for models without a tokenizer (latency and fidelity); without them,
+    such a model is timed on the first rows of an .npz `data` file.
+    `runtimes`: "torch", "onnxruntime" (both models exported to ONNX and checked against torch
+    first) and/or "openvino" (see compress.eval.openvino; the accuracy task is also scored through
+    OpenVINO, in accuracy.details.by_runtime.openvino); `devices`: "cpu" and/or "cuda". An absent
+    one gives an 'unavailable' row.
     `task_options` (a TaskOptions or a dict of its fields): text length, causal-lm window and stride.
     `task`: auto, classification, embedding, causal-lm, fidelity, or a Task from eval.tasks.pick_task.
     `progress`: True for plain text progress (fine in a notebook), or a compress.progress.Progress.
+    `history`: the compress.history.History the report is appended to, as the CLI does: "default"
+    (COMPRESS_HISTORY or .compress/history.db), or None to keep no record.
 
     Example:
         >>> import compress as cz
@@ -64,32 +71,22 @@ def evaluate(
     notes += _source_check(cand, base)
     notes += _compression_notes(cand)
     settings = latency or LatencySettings()
+    if inputs is None and base.tokenizer is None:
+        inputs = _data_inputs(data, settings.batch_size)
 
     both = cand.checkpoint and base.checkpoint and not (cand.onnx_only or base.onnx_only)
     tensors = tensor_errors(cand.checkpoint, base.checkpoint) if both else []
-    if isinstance(task, Task):  # picked once by the caller (a sweep), so it can reuse its baseline work
-        chosen, why = task, f"task '{task.name}' as given"
-    else:
-        chosen, why = pick_task(base, task, data, inputs=inputs, limit=limit, options=options)
+    chosen, accuracy, why = _accuracy(cand, base, task, data, inputs, limit, options, progress)
     notes.append(why)
-    if chosen is None:
-        accuracy = AccuracyResult.unavailable(why)
-    else:
-        accuracy = chosen.run(base, cand, progress=progress)
 
-    graphs = OnnxGraphs(export_samples(inputs))
-    try:
-        rows = [
-            latency_row(cand, base, device, runtime, settings, inputs, graphs, progress)
-            for device in devices
-            for runtime in runtimes
-        ]
-    finally:
-        graphs.close()
-    notes += graphs.notes
+    rows, latency_notes = _latency_rows(
+        cand, base, devices, runtimes, settings, inputs, progress, accuracy, chosen
+    )
+    notes += latency_notes
+    notes += budget_notes(rows, settings)
     sparsity, compute = structure_sections(cand, base, settings, inputs)
     notes += annotate_latency(rows, compute, sparsity)
-    return Report(
+    report = Report(
         candidate=describe(cand, getattr(candidate, "recipe", None)),
         baseline=describe(base),
         size=size_section(cand, base),
@@ -101,6 +98,61 @@ def evaluate(
         environment=environment(settings.threads),
         notes=notes,
     )
+    _record(report, history)
+    return report
+
+
+def _accuracy(cand, base, task, data, inputs, limit, options, progress):
+    """(the task run, its result, why it was picked): a Task given by the caller (a sweep picks one
+    and reuses its baseline work), or the one `task` names or auto picks."""
+    if isinstance(task, Task):
+        chosen, why = task, f"task '{task.name}' as given"
+    else:
+        chosen, why = pick_task(base, task, data, inputs=inputs, limit=limit, options=options)
+    if chosen is None:
+        return None, AccuracyResult.unavailable(why), why
+    return chosen, chosen.run(base, cand, progress=progress), why
+
+
+def _latency_rows(
+    cand, base, devices, runtimes, settings, inputs, progress, accuracy, task
+) -> tuple[list[dict], list[str]]:
+    """One latency row per device and runtime (each model's ONNX graph exported once for all); with
+    the openvino runtime, the accuracy is also scored through OpenVINO (accuracy.details.by_runtime)."""
+    graphs = OnnxGraphs(export_samples(inputs))
+    try:
+        if "openvino" in runtimes and task is not None and accuracy.status == "ok":
+            from compress.eval.openvino import accuracy_through
+
+            through = accuracy_through(task, base, cand, graphs, devices, settings.threads, progress)
+            accuracy.details["by_runtime"] = {"openvino": through}
+        rows = [
+            latency_row(cand, base, device, runtime, settings, inputs, graphs, progress)
+            for device in devices
+            for runtime in runtimes
+        ]
+    finally:
+        graphs.close()
+    return rows, graphs.notes
+
+
+def _data_inputs(data: str | None, batch_size: int) -> Any:
+    """The first rows of an .npz evaluation file: what a model without a tokenizer is timed on."""
+    if data is None or not str(data).endswith(".npz"):
+        return None
+    from compress.eval.data import load_arrays
+
+    return load_arrays(data, limit=batch_size)[0]
+
+
+def _record(report: Report, history: Any) -> None:
+    if history is None or history is False:
+        return
+    if history == "default":
+        from compress.history import History
+
+        history = History()
+    history.append(report, command="evaluate")
 
 
 def _as_model(source: Any, progress) -> Model:
@@ -123,7 +175,22 @@ def describe(model: Model, recipe: list[dict] | None = None) -> dict:
         "source_sha256": info.source_sha256 if info else None,
         "stats": info.stats if info else {},
         **({"backend": model.backend} if model.backend else {}),
+        **({"state_sha256": state_sha256(model.module)} if model.checkpoint is None and model.module else {}),
     }
+
+
+def state_sha256(module) -> str:
+    """A model built in code has no file to hash: the hash of its tensors (names, dtypes, shapes,
+    values) keys it in the history instead."""
+    import hashlib
+
+    from compress.checkpoint import tensor_bytes
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor_bytes(tensor))
+    return digest.hexdigest()
 
 
 def check_compatible(cand: Model, base: Model) -> None:

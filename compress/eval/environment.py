@@ -6,6 +6,8 @@ import os
 import platform
 from importlib import metadata
 
+from compress.hardware import Hardware, detect
+
 
 def _version(package: str) -> str | None:
     try:
@@ -14,43 +16,38 @@ def _version(package: str) -> str | None:
         return None
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def gpu_info() -> dict:
-    import torch
-
-    if not torch.cuda.is_available():
-        return {"available": False, "reason": "torch.cuda.is_available() is False (no CUDA device or driver)"}
-    props = torch.cuda.get_device_properties(0)
-    return {
-        "available": True,
-        "name": props.name,
-        "memory_gb": round(props.total_memory / 2**30, 1),
-        "cuda": torch.version.cuda,
-    }
+def gpu_info(hw: Hardware) -> dict:
+    """The first CUDA device, or why there is none (the whole list is under "hardware")."""
+    cuda = hw.cuda
+    if not cuda.devices:
+        return {"available": False, "reason": cuda.reason}
+    gpu = cuda.devices[0]
+    return {"available": True, "name": gpu.name, "memory_gb": gpu.memory_gb, "cuda": cuda.version}
 
 
 def environment(threads: int | None = None) -> dict:
     import torch
 
+    hw = detect()
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": cpu_name(),
+        "cpu": hw.cpu.model,
         "cpu_count": os.cpu_count(),
         "threads": threads if threads is not None else torch.get_num_threads(),
-        "gpu": gpu_info(),
+        "gpu": gpu_info(hw),
         "versions": {
             name: _version(name)
-            for name in ("compress", "torch", "transformers", "onnx", "onnxruntime", "nncf", "numpy")
+            for name in (
+                "compress",
+                "torch",
+                "transformers",
+                "onnx",
+                "onnxruntime",
+                "nncf",
+                "openvino",
+                "numpy",
+            )
         },
+        "hardware": hw.to_dict(),
     }

@@ -27,6 +27,8 @@ from compress.errors import BadInput
 ENTRY_POINT_GROUP = "compress.exporters"
 BUILTIN = {
     "onnx": "compress.exporters.onnx:EXPORTER",
+    "compressed-tensors": "compress.exporters.compressed_tensors:EXPORTER",
+    "openvino": "compress.exporters.openvino:EXPORTER",
 }
 
 

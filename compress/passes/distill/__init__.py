@@ -9,7 +9,7 @@ their weights through fake quantization (`qat`) and end in the quantize pass's s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from compress.config import PassConfig, Settings
 from compress.errors import BadInput
@@ -138,9 +138,25 @@ def apply(module, cfg: DistillConfig, ctx: PassContext) -> PassResult:
     return distill(module, cfg, ctx)
 
 
+def _annotate(*args: Any) -> None:
+    from compress.passes.distill.report import annotate_report
+
+    annotate_report(*args)
+
+
+def _sample_inputs(cfg: DistillConfig, batch_size: int) -> Any:
+    from compress.passes.distill.report import sample_inputs
+
+    return sample_inputs(cfg, batch_size)
+
+
 PASS = PassSpec(
     kind="distill",
     config=DistillConfig,
     apply=apply,
     summary="knowledge distillation from a teacher checkpoint (logit KL, hidden MSE, embedding cosine, QAT)",
+    annotate_report=_annotate,
+    sample_inputs=_sample_inputs,
+    baseline=lambda cfg: cfg.teacher,
+    data_kind="training",
 )

@@ -11,7 +11,6 @@ SPARSE_MIN = 0.01  # a weight with at least this fraction of exact zeros was pru
 def distill(module, cfg, ctx: PassContext) -> PassResult:
     import torch
 
-    from compress.checkpoint import sha256_file
     from compress.model import load, resolve_checkpoint
     from compress.passes.distill.data import load_training_data
     from compress.passes.distill.qat import from_fake_quant, to_fake_quant
@@ -19,10 +18,11 @@ def distill(module, cfg, ctx: PassContext) -> PassResult:
 
     device = training_device(ctx.device)
     teacher_path = resolve_checkpoint(cfg.teacher)
-    teacher = load(teacher_path)
+    teacher = ctx.model_spec.load(teacher_path) if ctx.model_spec is not None else load(teacher_path)
     if not teacher.runnable:
         raise BadInput(
-            f"{teacher_path}: the teacher needs its config.json beside it (an architecture to run)."
+            f"{teacher_path}: the teacher needs its config.json beside it, or its class named with "
+            "--module (an architecture to run)."
         )
     check_family(module, teacher)
     config, kept, resized = None, None, set()
@@ -60,8 +60,16 @@ def distill(module, cfg, ctx: PassContext) -> PassResult:
     }
     for name in fake:
         changes[f"{name}.weight"] = {**module.get_submodule(name).qweight.meta(), "qat": True}
+    stats = _stats(run, record, teacher_path, data, train_set, val_set, device, kept, fake, frozen, masks)
+    return PassResult(module=module, changes=changes, stats=stats, config=config)
+
+
+def _stats(run, record, teacher_path, data, train_set, val_set, device, kept, fake, frozen, masks) -> dict:
+    """What the pass records: counts for the header's stats, and the run's record for the report."""
+    from compress.checkpoint import sha256_file
+
     history = run.history
-    stats = {
+    return {
         "distill.steps": float(run.step),
         "distill.total_steps": float(run.total_steps),
         "distill.best_step": float(run.best_step),
@@ -97,7 +105,6 @@ def distill(module, cfg, ctx: PassContext) -> PassResult:
             "sparse_weights_kept_sparse": len(masks),
         },
     }
-    return PassResult(module=module, changes=changes, stats=stats, config=config)
 
 
 def _train(module, teacher, cfg, ctx, train_set, val_set, pairs, masks, device):

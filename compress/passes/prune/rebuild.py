@@ -94,14 +94,14 @@ def reproduces(config, module, sample, expected, actual: dict, wrong: set[str]) 
     import torch
 
     from compress.model import build_module
-    from compress.passes.prune.structured import TOLERANCE, _main, relative_difference
+    from compress.passes.prune.reproduce import TOLERANCE, main_output_of, relative_difference
 
     try:
         rebuilt, _ = build_module(
             config, dict(module.state_dict()), "pruned model", resized={n: actual[n] for n in wrong}
         )
         with torch.inference_mode():
-            out = _main(rebuilt, sample)
+            out = main_output_of(rebuilt, sample)
     except (CompressError, RuntimeError, ValueError):
         return False
     return relative_difference(out, expected) <= TOLERANCE

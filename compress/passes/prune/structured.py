@@ -13,15 +13,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from compress.errors import BadInput, Unsupported
-from compress.passes.prune import PruneConfig
+from compress.passes.prune.config import PruneConfig
+from compress.passes.prune.reproduce import check_reproduces, main_output_of
 from compress.passes.prune.trace import Analysis, Group
 from compress.registry import PassContext, PassResult
-
-# Relative difference allowed between the pruned model and the masked original (float rounding).
-TOLERANCE = 1e-4
 
 
 @dataclass
@@ -30,6 +28,7 @@ class Plan:
 
     groups: list[Group]
     keep: list  # per group: sorted LongTensor of kept unit indices
+    left: dict[str, str] = field(default_factory=dict)  # targeted layer left whole -> why
 
     def mask(self, module) -> None:
         """Zero the consumer columns of every removed unit (the 'masked original')."""
@@ -87,13 +86,16 @@ def prune_structured(module, cfg: PruneConfig, ctx: PassContext) -> PassResult:
     plan, sample = make_plan(module, cfg, ctx)
     plan.mask(module)  # the removed columns go anyway: masking in place costs no copy
     with torch.inference_mode():
-        reference = _main(module, sample)
+        reference = main_output_of(module, sample)
     changes = plan.apply(module, cfg)
     check_reproduces(module, sample, reference)
     config = rewrite_config(module, plan, sample, reference)
+    for layer, reason in plan.left.items():
+        changes.setdefault(f"{layer}.weight", {"pattern": cfg.pattern, "method": cfg.method})["note"] = reason
     before = sum(g.size for g in plan.groups)
     after = sum(len(k) for k in plan.keep)
     stats = {"prune.groups": float(len(plan.groups)), "prune.units_removed": float(before - after)}
+    stats["prune.layers_left_whole"] = float(len(plan.left))
     if cfg.recalibrate:
         stats["prune.batch_norms_recalibrated"] = float(recalibrate_batch_norms(module, ctx.data))
     return PassResult(module=module, changes=changes, stats=stats, config=config)
@@ -102,6 +104,7 @@ def prune_structured(module, cfg: PruneConfig, ctx: PassContext) -> PassResult:
 def make_plan(module, cfg: PruneConfig, ctx: PassContext) -> tuple[Plan, object]:
     """Trace, select, score and budget: the units to keep, and the sample the model was traced on."""
     from compress.passes.prune.activations import example_input
+    from compress.passes.prune.explain import left_whole
     from compress.passes.prune.trace import analyse
 
     _refuse_quantized(module)
@@ -109,7 +112,8 @@ def make_plan(module, cfg: PruneConfig, ctx: PassContext) -> tuple[Plan, object]
     analysis = analyse(module, sample)
     groups = select_groups(analysis, cfg, module)
     scores = importance(groups, module, cfg, ctx)
-    return Plan(groups, budget(groups, scores, cfg, module)), sample
+    left = left_whole(analysis, groups, cfg, module)
+    return Plan(groups, budget(groups, scores, cfg, module), left), sample
 
 
 def _refuse_quantized(module) -> None:
@@ -150,8 +154,8 @@ def importance(groups: list[Group], module, cfg: PruneConfig, ctx: PassContext) 
     """One score per unit of each group; larger is more important."""
     import torch
 
-    from compress.passes.prune.activations import input_norms, sample_list
     from compress.resize import get_tensor
+    from compress.statistics import input_norms, sample_list
 
     norms = {}
     if cfg.method == "activation":
@@ -224,7 +228,7 @@ def recalibrate_batch_norms(module, data) -> int:
     import torch
 
     from compress.eval.calls import call_module
-    from compress.passes.prune.activations import sample_list
+    from compress.statistics import sample_list
 
     norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     samples = sample_list(data)
@@ -255,35 +259,3 @@ def _complement(kept, size: int):
     mask = torch.ones(size, dtype=torch.bool)
     mask[kept] = False
     return torch.nonzero(mask).reshape(-1)
-
-
-def _main(module, sample):
-    from compress.eval.calls import call_module, main_output
-
-    return main_output(call_module(module, sample)).float()
-
-
-def check_reproduces(module, sample, reference) -> None:
-    """The pruned model must give the masked original's outputs; else the analysis missed something."""
-    import torch
-
-    try:
-        with torch.inference_mode():
-            out = _main(module, sample)
-    except RuntimeError as exc:
-        raise Unsupported(
-            f"prune: the pruned {type(module).__name__} fails to run ({str(exc).splitlines()[0]}); its code "
-            "computes a size from its configuration, which the dependency analysis cannot see."
-        ) from None
-    diff = relative_difference(out, reference)
-    if diff > TOLERANCE:
-        raise Unsupported(
-            f"prune: the pruned {type(module).__name__} differs from the masked original (relative "
-            f"difference {diff:.2e}); the dependency analysis missed a coupling in this architecture."
-        )
-
-
-def relative_difference(a, b) -> float:
-    if a.shape != b.shape:
-        return math.inf
-    return float((a - b).abs().max() / b.abs().max().clamp(min=1e-6))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from compress.errors import BadInput
-from compress.passes.prune import PruneConfig
+from compress.passes.prune.config import PruneConfig
 from compress.registry import PassContext, PassResult
 
 
@@ -20,8 +20,8 @@ def prune_unstructured(module, cfg: PruneConfig, ctx: PassContext) -> PassResult
     import torch
 
     from compress.layers import select_module_layers
-    from compress.passes.prune.activations import input_norms, sample_list
     from compress.qmodules import _QuantizedWeight
+    from compress.statistics import input_norms, sample_list
 
     groups = select_module_layers(module, cfg.targets, "prune")
     layers = {names[0]: module.get_submodule(names[0]) for names in groups}

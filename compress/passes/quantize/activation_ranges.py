@@ -63,25 +63,12 @@ class InputRange:
     alpha: float | None = None  # the smoothing strength applied
 
 
-def smoothing_strength(smooth: float | str | None, activations: str) -> float | str | None:
-    """The SmoothQuant strength a quantize pass applies: `smooth` as given (0: off; "auto": searched
-    per tensor, static activations only); unset: "auto" with static activations, off otherwise."""
-    if smooth == AUTO and activations != "static":
-        raise BadInput(
-            "quantize.smooth: 'auto' searches alpha against static activation ranges; use it with "
-            "activations static, or give a number (0 < alpha < 1)."
-        )
-    if smooth is None:
-        return AUTO if activations == "static" else None
-    return smooth or None
-
-
 def measure_input_ranges(
     module, layer_names: list[str], data, progress=None, keep_rows: bool = False
 ) -> list[InputRange]:
     """Run the calibration samples through `module` and group the layers by the tensor they read.
     With `keep_rows`, each tensor also keeps an evenly spaced sample of its rows (see SEARCH_ROWS)."""
-    from compress.passes.prune.activations import run_hooked
+    from compress.statistics import run_hooked
 
     lows: dict[str, torch.Tensor] = {}
     highs: dict[str, torch.Tensor] = {}

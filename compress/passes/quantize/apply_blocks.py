@@ -9,31 +9,27 @@ from __future__ import annotations
 
 from torch import nn
 
-from compress.calib import CalibrationData
+from compress.calibration import CalibrationData
 from compress.errors import BadInput
-from compress.passes.quantize.blockwise import BlockSettings, quantize_block
+from compress.finite import check_finite
+from compress.passes.quantize.blockwise import quantize_block
+from compress.passes.quantize.config import AwqConfig, GptqConfig
+
+# Calibration batches hold about this many tokens (samples of one length are stacked).
+TOKENS_PER_BATCH = 4096
 
 
-def quantize_blockwise(module, cfg, ctx, groups: list[list[str]], plans: dict, changes: dict):
+def quantize_blockwise(
+    module, cfg: GptqConfig | AwqConfig, ctx, groups: list[list[str]], plans: dict, changes: dict
+):
     """Quantize the targeted Linear layers inside the model's blocks; returns (names done, stats)."""
     from compress.model import replace_module
-    from compress.passes.quantize import TOKENS_PER_BATCH
     from compress.qmodules import quantized_module
     from compress.sequential import run_blocks
 
     data = ctx.data
     if not isinstance(data, CalibrationData) or len(data) == 0:
-        raise BadInput(
-            f"quantize: method {cfg.method} needs calibration data (--calib FILE, or data= in Python)."
-        )
-    settings = BlockSettings(
-        method=cfg.method,
-        group_size=cfg.group_size,
-        symmetric=cfg.symmetric,
-        damp=0.01 if cfg.damp is None else cfg.damp,
-        act_order=True if cfg.act_order is None else cfg.act_order,
-        clip=True if cfg.clip is None else cfg.clip,
-    )
+        raise BadInput(f"quantize: method {cfg.method} needs calibration data (none was given).")
     single = {names[0] for names in groups if len(names) == 1}
     done: set[str] = set()
     fold_hints: dict = {}
@@ -47,11 +43,14 @@ def quantize_blockwise(module, cfg, ctx, groups: list[list[str]], plans: dict, c
         }
         if not mine:
             return
-        for rel, layer in quantize_block(block, inputs, mine, settings, fold_hints).items():
+        for rel in mine:  # before any statistics: one NaN/Inf would spread through the block's codes
+            weight = block.get_submodule(rel).weight
+            weight.data = check_finite(f"{prefix}{rel}.weight", weight.data, cfg.allow_nonfinite)
+        for rel, layer in quantize_block(block, inputs, mine, cfg, fold_hints).items():
             full = prefix + rel
             replace_module(module, full, quantized_module(module.get_submodule(full), layer.tensor))
             changes[f"{full}.weight"] = {
-                **plans[full],
+                **layer.tensor.meta(),
                 "method": layer.method,
                 "sqnr_db": layer.sqnr_db,
                 "tied": [],

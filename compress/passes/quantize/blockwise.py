@@ -10,27 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from compress.formats.quantized import QuantizedTensor
 from compress.passes.quantize import awq
+from compress.passes.quantize.config import AwqConfig, GptqConfig
 from compress.passes.quantize.datafree import quantize_int4_data_free
 from compress.passes.quantize.gptq import gptq_int4
 from compress.passes.quantize.rtn import int4_codes, int4_params, pack_int4_tensor, quantize_int8, sqnr_db
 from compress.passes.quantize.stats import InputStats, collect_input_stats
 from compress.sequential import BlockInputs
-
-
-@dataclass
-class BlockSettings:
-    method: str  # gptq | awq
-    group_size: int
-    symmetric: bool
-    damp: float = 0.01
-    act_order: bool = True
-    clip: bool = True
 
 
 @dataclass
@@ -49,7 +41,7 @@ def quantize_block(
     block,
     inputs: BlockInputs,
     schemes: dict[str, str],
-    settings: BlockSettings,
+    settings: GptqConfig | AwqConfig,
     fold_hints: dict | None = None,
 ) -> dict[str, QuantizedLayer]:
     """Quantize the block's layers named in `schemes` (name within the block -> int4 | int8).
@@ -63,7 +55,7 @@ def quantize_block(
     return _gptq(block, stats, schemes, settings)
 
 
-def _gptq(block, stats: list[InputStats], schemes: dict[str, str], s: BlockSettings) -> dict:
+def _gptq(block, stats: list[InputStats], schemes: dict[str, str], s: Any) -> dict:
     def int4(name: str, weight: torch.Tensor, group: InputStats, _index: int):
         codes, scale, zero = gptq_int4(
             weight,
@@ -87,7 +79,7 @@ def _awq(
     stats: list[InputStats],
     reference,
     schemes: dict[str, str],
-    s: BlockSettings,
+    s: Any,
     hints,
 ) -> dict:
     scales: dict[int, torch.Tensor] = {}
@@ -141,7 +133,7 @@ def _quantize_layers(
     block,
     stats: list[InputStats],
     schemes: dict[str, str],
-    s: BlockSettings,
+    s: Any,
     method: str,
     int4: Int4Quantizer,
 ) -> dict[str, QuantizedLayer]:
@@ -161,14 +153,14 @@ def _quantize_layers(
     return out
 
 
-def _pack(weight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, s: BlockSettings) -> QuantizedTensor:
+def _pack(weight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, s: Any) -> QuantizedTensor:
     rows, cols = weight.shape
     groups = weight.to(torch.float32).reshape(rows, cols // s.group_size, s.group_size)
     codes = int4_codes(groups, scale, zero).reshape(rows, cols)
     return pack_int4_tensor(codes, scale, zero, tuple(weight.shape), weight.dtype, s.group_size, s.symmetric)
 
 
-def _fallback(weight: torch.Tensor, scheme: str, s: BlockSettings) -> QuantizedLayer:
+def _fallback(weight: torch.Tensor, scheme: str, s: Any) -> QuantizedLayer:
     if scheme == "int8":
         return QuantizedLayer.of(quantize_int8(weight), weight, "rtn")
     tensor = quantize_int4_data_free(weight, s.group_size, s.symmetric, "mse")
