@@ -78,7 +78,8 @@ def test_the_default_weight_bits_follow_the_cpu(monkeypatch):
         cpu = dataclasses.replace(real.cpu, arch="x86_64", features=features)
         monkeypatch.setattr(hardware, "detect", lambda cpu=cpu: dataclasses.replace(real, cpu=cpu))
         assert Int8Config(activations="dynamic").resolve().weight_bits == bits
-        assert Int8Config().resolve().weight_bits == 8  # weight-only: no activation codes to saturate
+        weight_only = Int8Config()
+        assert weight_only.resolve() == weight_only and weight_only.int8_bits == 8  # no codes to saturate
         assert Int8Config(activations="dynamic", weight_bits=8).resolve().weight_bits == 8
 
 

@@ -175,12 +175,12 @@ def _calibrate_activations(module, cfg: Int8Config, ctx: PassContext, groups) ->
         raise BadInput("quantize: static activations and smoothing need calibration data (none was given).")
     if ctx.weights is not None:
         ctx.weights.load()  # the calibration forward runs the whole model
-    linear = [names for names in groups if isinstance(module.get_submodule(names[0]), nn.Linear)]
+    # Every Linear reader, also one tied to an embedding (a tied lm_head is not its group's first name).
+    linear = [n for names in groups for n in names if isinstance(module.get_submodule(n), nn.Linear)]
     alpha = cfg.smooth_alpha
-    layers = [n for names in linear for n in names]
-    ranges = measure_input_ranges(module, layers, ctx.data, ctx.progress, keep_rows=alpha == AUTO)
+    ranges = measure_input_ranges(module, linear, ctx.data, ctx.progress, keep_rows=alpha == AUTO)
     if alpha is not None:
-        tied = {n for names in linear if len(names) > 1 for n in names}
+        tied = {n for names in groups if len(names) > 1 for n in names}  # one weight, several readers
         smooth_weights(module, ranges, alpha, tied, bits=cfg.int8_bits)
     return ranges
 

@@ -139,11 +139,11 @@ class Int8Config(QuantizeConfig):
         return self.resolve().weight_bits or 8
 
     def resolve(self) -> Int8Config:
-        if self.weight_bits is not None:
-            return self
+        if self.weight_bits is not None or self.activations == "none":
+            return self  # weight-only INT8 has no integer kernel to saturate: 8 bits everywhere
         from compress.hardware import detect
 
-        saturates = self.activations != "none" and detect().cpu.int8_saturates
+        saturates = detect().cpu.int8_saturates
         return dataclasses.replace(self, weight_bits=7 if saturates else 8)
 
     def describe(self) -> str:
