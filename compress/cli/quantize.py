@@ -46,6 +46,7 @@ SETTING_OPTIONS = (
     "symmetric",
     "activations",
     "smooth",
+    "bias_correction",
     "weight_bits",
     "keep_int8",
     "damp",
@@ -101,6 +102,12 @@ SETTING_OPTIONS = (
     metavar="ALPHA|auto",
     help="int8 with activations: SmoothQuant strength (0-1; 0: off; auto: searched per layer input, "
     "static only), calibrated on --calib data [default: auto with static activations, off with dynamic].",
+)
+@click.option(
+    "--bias-correction/--no-bias-correction",
+    default=None,
+    help="int8 with static activations: shift each layer's bias by the mean output error quantization "
+    "causes on the --calib data [default: on with static activations].",
 )
 @click.option(
     "--weight-bits",
@@ -236,7 +243,16 @@ def quantize(source: str, **opts) -> None:
 
 
 # Options that say how to quantize: any of them on the command line and --target auto stands aside.
-CHOICES = ("scheme", "method", "activations", "smooth", "backend", "weight_bits", "export_formats")
+CHOICES = (
+    "scheme",
+    "method",
+    "activations",
+    "smooth",
+    "bias_correction",
+    "backend",
+    "weight_bits",
+    "export_formats",
+)
 
 
 def _apply_target(source: str, opts: dict) -> str:

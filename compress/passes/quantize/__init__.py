@@ -169,7 +169,12 @@ def _calibrate_activations(module, cfg: Int8Config, ctx: PassContext, groups) ->
     from torch import nn
 
     from compress.calibration import CalibrationData
-    from compress.passes.quantize.activation_ranges import AUTO, measure_input_ranges, smooth_weights
+    from compress.passes.quantize.activation_ranges import (
+        AUTO,
+        correct_biases,
+        measure_input_ranges,
+        smooth_weights,
+    )
 
     if not isinstance(ctx.data, CalibrationData) or len(ctx.data) == 0:
         raise BadInput("quantize: static activations and smoothing need calibration data (none was given).")
@@ -178,10 +183,15 @@ def _calibrate_activations(module, cfg: Int8Config, ctx: PassContext, groups) ->
     # Every Linear reader, also one tied to an embedding (a tied lm_head is not its group's first name).
     linear = [n for names in groups for n in names if isinstance(module.get_submodule(n), nn.Linear)]
     alpha = cfg.smooth_alpha
-    ranges = measure_input_ranges(module, linear, ctx.data, ctx.progress, keep_rows=alpha == AUTO)
+    keep_rows = alpha == AUTO or cfg.corrects_bias
+    ranges = measure_input_ranges(module, linear, ctx.data, ctx.progress, keep_rows=keep_rows)
+    tied = {n for names in groups if len(names) > 1 for n in names}  # one weight, several readers
     if alpha is not None:
-        tied = {n for names in groups if len(names) > 1 for n in names}  # one weight, several readers
         smooth_weights(module, ranges, alpha, tied, bits=cfg.int8_bits)
+    if cfg.corrects_bias:
+        correct_biases(module, ranges, tied, bits=cfg.int8_bits)
+    for rng in ranges:
+        rng.rows = None  # the samples were only needed for the search and the correction
     return ranges
 
 

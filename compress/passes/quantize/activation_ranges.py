@@ -143,16 +143,15 @@ def smooth_weights(
 ) -> None:
     """Multiply the readers' weight columns by s and set each range's `smooth` to 1/s (in place).
     `alpha` "auto": searched per tensor on its sampled rows with `bits`-bit weights (see
-    search_alpha); the rows are dropped afterwards."""
+    search_alpha)."""
     for rng in ranges:
-        rows, rng.rows = rng.rows, None
         if any(name in tied for name in rng.layers):
             continue
         weights = [module.get_submodule(n).weight for n in rng.layers]
         if alpha == AUTO:
-            if rows is None:
+            if rng.rows is None:
                 raise ValueError("smooth_weights: alpha 'auto' needs the ranges measured with keep_rows")
-            rng.alpha = search_alpha(rng, rows, weights, bits)
+            rng.alpha = search_alpha(rng, rng.rows, weights, bits)
         else:
             rng.alpha = float(alpha)
         factor = smoothing_factor(rng, weights, rng.alpha)
@@ -183,6 +182,36 @@ def search_alpha(rng: InputRange, rows: torch.Tensor, weights: list[torch.Tensor
             error += float((ref - got).pow(2).mean() / ref.pow(2).mean().clamp(min=1e-30))
         errors[alpha] = error
     return min(errors, key=errors.__getitem__)
+
+
+def correct_biases(module, ranges: list[InputRange], tied: set[str], bits: int = 8) -> dict[str, float]:
+    """Bias correction (as NNCF's FastBiasCorrection): add to each reader's bias the mean shift of
+    its outputs that quantization causes on the sampled rows (input rounded to the static range, the
+    smoothed weight to `bits`-bit codes, exactly as the pass will), so the quantized layer's outputs
+    keep the float layer's mean. Each layer is corrected in isolation, on float inputs. Layers
+    without a bias, tied ones and tensors without sampled rows are left as they are. Returns the
+    largest correction relative to the bias's largest magnitude, by layer name (for the records)."""
+    from compress.passes.quantize.rtn import quantize_int8
+    from compress.qmodules import static_fake_quant
+
+    done: dict[str, float] = {}
+    for rng in ranges:
+        if rng.rows is None or any(name in tied for name in rng.layers):
+            continue
+        smooth = rng.smooth if rng.smooth is not None else torch.ones_like(rng.channel_max)
+        scale, zero = static_range(rng)
+        mean_codes = static_fake_quant(rng.rows * smooth, scale, zero).mean(dim=0)
+        for name in rng.layers:
+            layer = module.get_submodule(name)
+            if layer.bias is None:
+                continue
+            w = layer.weight.detach().float()  # already multiplied by s where smoothed
+            quantized = quantize_int8(w, bits).dequantize(torch.float32)
+            shift = (rng.rows * smooth).mean(dim=0) @ w.T - mean_codes @ quantized.T
+            with torch.no_grad():
+                layer.bias.add_(shift.to(layer.bias.dtype))
+            done[name] = float(shift.abs().max() / layer.bias.detach().abs().max().clamp(min=1e-12))
+    return done
 
 
 def uint8_range(channel_min: torch.Tensor, channel_max: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -89,6 +89,9 @@ class Int8Config(QuantizeConfig):
         "auto" (static activations only): alpha searched per input tensor on the layers' output error
         (compress.passes.quantize.activation_ranges). None: "auto" with static activations, off with
         dynamic ones.
+    bias_correction: static activations only: each layer's bias shifted by the mean output error
+        that quantization causes on the calibration data (as NNCF's FastBiasCorrection). None: on with
+        static activations.
     weight_bits: 8 (codes -127..127) or 7 (-63..63). None: chosen for the machine when the run is
         planned (and recorded): 7 with quantized activations on an x86 CPU without VNNI or AMX, whose
         u8 x s8 kernel adds pairs of products in int16 and saturates with 8-bit weights; else 8.
@@ -103,6 +106,7 @@ class Int8Config(QuantizeConfig):
     method: Literal["rtn"] = "rtn"
     activations: Literal["none", "dynamic", "static"] = "none"
     smooth: float | Literal["auto"] | None = None
+    bias_correction: bool | None = None
     weight_bits: Literal[7, 8] | None = None
     calibration: Calibration | None = None
     allow_nonfinite: bool = False
@@ -119,10 +123,22 @@ class Int8Config(QuantizeConfig):
                 f"quantize.smooth: {self.smooth} is not valid; SmoothQuant takes 0 <= alpha < 1 (0: off) "
                 "or 'auto', and applies to INT8 with activations dynamic or static."
             )
+        if self.bias_correction and self.activations != "static":
+            raise BadInput(
+                "quantize.bias_correction: corrects the error of static activation ranges; use it with "
+                "activations static."
+            )
         _check_calibration(self)
 
     def uses_data(self) -> bool:
         return self.activations == "static" or self.smooth_alpha is not None
+
+    @property
+    def corrects_bias(self) -> bool:
+        """Whether biases are corrected (see bias_correction)."""
+        if self.bias_correction is not None:
+            return self.bias_correction
+        return self.activations == "static"
 
     @property
     def smooth_alpha(self) -> float | Literal["auto"] | None:
