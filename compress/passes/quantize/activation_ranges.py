@@ -1,8 +1,8 @@
 """Calibrated activation settings of INT8 Linear layers: SmoothQuant factors and static ranges.
 
 One pass of the float model over the calibration data records, for the input of every targeted
-Linear layer, each channel's min and max (and, when the smoothing strength is searched, a sample
-of the input rows). From them:
+Linear layer, each channel's min and max (and, when the smoothing strength is searched or the
+biases corrected, a sample of the input rows). From them:
 
 - smoothing (SmoothQuant, Xiao et al. 2023): transformer activations carry a few outlier channels
   that make every other channel's 8-bit code coarse. For the layers that read one tensor (q, k and v
@@ -12,24 +12,22 @@ of the input rows). From them:
   get flatter and the weights take the outliers. Readers of one tensor share one factor, so the
   exported graph quantizes that tensor once. As in NNCF, s is bounded below by its 10% quantile
   over the tensor's channels (a quiet channel's input is not amplified without limit) and above by
-  100 (nor a weight column); measured on MiniLM, static: embedding cosine +0.0002 to +0.0005,
-  dynamic with alpha 0.5: the same to +0.0003.
+  100 (nor a weight column).
 - the strength alpha per tensor (`smooth` "auto", the default with static activations): each
   alpha of ALPHA_GRID is tried on the sampled input rows, quantized exactly as the pass will
   (weights W * s to int8 per row with the pass's code width, the input to the static uint8 range
-  below), and the one with the least relative output error of the readers is kept. Measured on
-  MiniLM (benchmarks/results/int8_static_accuracy.md): one alpha for every layer leaves either the
-  attention inputs (best near 0.9-0.95) or the FFN input (best near 0.7) worse off; 7-bit weights
-  want lower alphas than 8-bit ones, which take the outliers with finer steps.
+  below), and the one with the least relative output error of the readers is kept: one alpha for
+  every layer leaves some inputs worse off than others.
 - static ranges: an asymmetric uint8 scale and zero point per layer input (`input_scale`,
   `input_zero`) covering the (smoothed) input's min and max, as ONNX Runtime's and NNCF's MinMax
-  calibration. Shrinking the range to the least error was tried and measured worse on MiniLM
-  (embedding cosine 0.959 judged on the input's error, 0.971 on the layers' output error, against
-  0.978 for min-max, with alpha 0.5): BERT's outlier channels carry the signal, clipping them costs
-  more than the coarser step. With the searched smoothing, shrinking (searched jointly with alpha on
-  the output error) and NNCF's mean of per-sample min/max both measured the same as min-max.
-A layer whose weight is tied to another tensor (an output head sharing the embedding) is not
-smoothed: scaling its columns would change the other user of the weight.
+  calibration. BERT's outlier channels carry the signal: clipping them costs more than the coarser
+  step (shrinking the range to the least error measured worse on MiniLM).
+- bias correction (the default with static activations; as NNCF's FastBiasCorrection): each
+  reader's bias takes the mean shift of its outputs that the rounding causes on the sampled rows,
+  so the quantized layer keeps the float layer's mean output (correct_biases).
+Measured against NNCF on MiniLM with the same calibration: benchmarks/results/int8_static_accuracy.md.
+A layer whose weight is tied to another tensor (an output head sharing the embedding) is neither
+smoothed nor bias-corrected: that would change the other user of the weight.
 """
 
 from __future__ import annotations
