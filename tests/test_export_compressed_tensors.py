@@ -238,7 +238,7 @@ def test_refused_before_any_work_in_one_sentence():
         ([cz.Prune(pattern="neurons", sparsity=0.25), quantize], "config.json"),
         ([cz.Quantize(scheme="int8", targets=cz.Targets(types=("linear", "embedding")))], "embedding"),
         ([], "quantize pass"),
-        ([cz.Quantize(scheme="int8", activations="static")], "SmoothQuant"),  # smooth 0.5 by default
+        ([cz.Quantize(scheme="int8", activations="static")], "SmoothQuant"),  # smoothing searched by default
     ]
     for passes, words in cases:
         with pytest.raises(BadInput, match=words) as caught:

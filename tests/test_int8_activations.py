@@ -53,7 +53,7 @@ def test_static_layers_carry_a_calibrated_range_and_smoothing_by_default():
     for layer in layers(model):
         assert layer.activations == "static"
         assert layer.input_scale.numel() == 1 and 0 <= int(layer.input_zero) <= 255
-        assert layer.input_smooth.shape == (layer.in_features,)  # alpha 0.5 by default with static
+        assert layer.input_smooth.shape == (layer.in_features,)  # smoothing on by default with static
     first = layers(model)[0]
     assert float(first.input_smooth[:3].max()) < float(first.input_smooth[3:].min())  # outliers scaled down
 

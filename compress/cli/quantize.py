@@ -23,12 +23,30 @@ from compress.passes.quantize.config import (
 )
 from compress.target import TARGETS
 
+
+class SmoothStrength(click.ParamType):
+    """--smooth: a number (SmoothQuant's alpha) or "auto" (searched per layer input)."""
+
+    name = "alpha"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or value == "auto":
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"'{value}' is neither a number (0 <= alpha < 1) nor 'auto'.", param, ctx)
+
+
+SMOOTH = SmoothStrength()
+
 # Command-line option -> setting of the method's class; `None` options are left to the class.
 SETTING_OPTIONS = (
     "group_size",
     "symmetric",
     "activations",
     "smooth",
+    "bias_correction",
     "weight_bits",
     "keep_int8",
     "damp",
@@ -80,10 +98,16 @@ SETTING_OPTIONS = (
 )
 @click.option(
     "--smooth",
-    type=float,
-    metavar="ALPHA",
-    help="int8 with activations: SmoothQuant strength (0-1; 0: off), calibrated on --calib data "
-    "[default: 0.5 with static activations, off with dynamic].",
+    type=SMOOTH,
+    metavar="ALPHA|auto",
+    help="int8 with activations: SmoothQuant strength (0-1; 0: off; auto: searched per layer input, "
+    "static only), calibrated on --calib data [default: auto with static activations, off with dynamic].",
+)
+@click.option(
+    "--bias-correction/--no-bias-correction",
+    default=None,
+    help="int8 with static activations: shift each layer's bias by the mean output error quantization "
+    "causes on the --calib data [default: on with static activations].",
 )
 @click.option(
     "--weight-bits",
@@ -219,7 +243,16 @@ def quantize(source: str, **opts) -> None:
 
 
 # Options that say how to quantize: any of them on the command line and --target auto stands aside.
-CHOICES = ("scheme", "method", "activations", "smooth", "backend", "weight_bits", "export_formats")
+CHOICES = (
+    "scheme",
+    "method",
+    "activations",
+    "smooth",
+    "bias_correction",
+    "backend",
+    "weight_bits",
+    "export_formats",
+)
 
 
 def _apply_target(source: str, opts: dict) -> str:

@@ -164,12 +164,17 @@ def _quantize_each(module, cfg: QuantizeConfig, groups, plans, changes, progress
         progress.done()
 
 
-def _calibrate_activations(module, cfg: QuantizeConfig, ctx: PassContext, groups) -> list:
+def _calibrate_activations(module, cfg: Int8Config, ctx: PassContext, groups) -> list:
     """Measure the Linear layers' input ranges on the calibration data and smooth their weights."""
     from torch import nn
 
     from compress.calibration import CalibrationData
-    from compress.passes.quantize.activation_ranges import measure_input_ranges, smooth_weights
+    from compress.passes.quantize.activation_ranges import (
+        AUTO,
+        correct_biases,
+        measure_input_ranges,
+        smooth_weights,
+    )
 
     if not isinstance(ctx.data, CalibrationData) or len(ctx.data) == 0:
         raise BadInput("quantize: static activations and smoothing need calibration data (none was given).")
@@ -177,18 +182,25 @@ def _calibrate_activations(module, cfg: QuantizeConfig, ctx: PassContext, groups
         ctx.weights.load()  # the calibration forward runs the whole model
     # Every Linear reader, also one tied to an embedding (a tied lm_head is not its group's first name).
     linear = [n for names in groups for n in names if isinstance(module.get_submodule(n), nn.Linear)]
-    ranges = measure_input_ranges(module, linear, ctx.data, ctx.progress)
-    if cfg.smooth_alpha is not None:
-        tied = {n for names in groups if len(names) > 1 for n in names}  # one weight, several readers
-        smooth_weights(module, ranges, cfg.smooth_alpha, tied)
+    alpha = cfg.smooth_alpha
+    keep_rows = alpha == AUTO or cfg.corrects_bias
+    ranges = measure_input_ranges(module, linear, ctx.data, ctx.progress, keep_rows=keep_rows)
+    tied = {n for names in groups if len(names) > 1 for n in names}  # one weight, several readers
+    if alpha is not None:
+        smooth_weights(module, ranges, alpha, tied, bits=cfg.int8_bits)
+    if cfg.corrects_bias:
+        correct_biases(module, ranges, tied, bits=cfg.int8_bits)
+    for rng in ranges:
+        rng.rows = None  # the samples were only needed for the search and the correction
     return ranges
 
 
 def _attach_activation_parts(module, cfg: Int8Config, ranges: list, changes: dict) -> None:
     """Store each quantized layer's smoothing factors and static range, and record them."""
-    from compress.passes.quantize.activation_ranges import activation_parts
+    from compress.passes.quantize.activation_ranges import activation_parts, smoothing_alphas
     from compress.qmodules import QuantLinear, set_activation_mode
 
+    alphas = smoothing_alphas(ranges)
     for name, parts in activation_parts(ranges, cfg.activations == "static").items():
         layer = module.get_submodule(name)
         if not isinstance(layer, QuantLinear):
@@ -198,6 +210,7 @@ def _attach_activation_parts(module, cfg: Int8Config, ranges: list, changes: dic
         record = changes.setdefault(f"{name}.weight", {})
         if "input_smooth" in parts:
             record["smooth_max"] = float((1 / parts["input_smooth"]).max())
+            record["smooth_alpha"] = alphas[name]
         if "input_scale" in parts:
             record["input_scale"] = float(parts["input_scale"])
             record["input_zero"] = int(parts["input_zero"])

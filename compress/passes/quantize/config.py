@@ -86,7 +86,12 @@ class Int8Config(QuantizeConfig):
         data); the torch module rounds them the same way.
     smooth: SmoothQuant's strength alpha (0 < alpha < 1; 0 is off) for activations dynamic or static:
         outlier activation channels are scaled down and the weights' columns up, calibrated on data.
-        None: 0.5 with static activations, off with dynamic ones.
+        "auto" (static activations only): alpha searched per input tensor on the layers' output error
+        (compress.passes.quantize.activation_ranges). None: "auto" with static activations, off with
+        dynamic ones.
+    bias_correction: static activations only: each layer's bias shifted by the mean output error
+        that quantization causes on the calibration data (as NNCF's FastBiasCorrection). None: on with
+        static activations.
     weight_bits: 8 (codes -127..127) or 7 (-63..63). None: chosen for the machine when the run is
         planned (and recorded): 7 with quantized activations on an x86 CPU without VNNI or AMX, whose
         u8 x s8 kernel adds pairs of products in int16 and saturates with 8-bit weights; else 8.
@@ -100,16 +105,28 @@ class Int8Config(QuantizeConfig):
     scheme: Literal["int8"] = "int8"
     method: Literal["rtn"] = "rtn"
     activations: Literal["none", "dynamic", "static"] = "none"
-    smooth: float | None = None
+    smooth: float | Literal["auto"] | None = None
+    bias_correction: bool | None = None
     weight_bits: Literal[7, 8] | None = None
     calibration: Calibration | None = None
     allow_nonfinite: bool = False
 
     def validate(self) -> None:
-        if self.smooth is not None and (self.activations == "none" or not 0 <= self.smooth < 1):
+        if self.smooth == "auto":
+            if self.activations != "static":
+                raise BadInput(
+                    "quantize.smooth: 'auto' searches alpha against static activation ranges; use it with "
+                    "activations static, or give a number (0 < alpha < 1)."
+                )
+        elif self.smooth is not None and (self.activations == "none" or not 0 <= self.smooth < 1):
             raise BadInput(
                 f"quantize.smooth: {self.smooth} is not valid; SmoothQuant takes 0 <= alpha < 1 (0: off) "
-                "and applies to INT8 with activations dynamic or static."
+                "or 'auto', and applies to INT8 with activations dynamic or static."
+            )
+        if self.bias_correction and self.activations != "static":
+            raise BadInput(
+                "quantize.bias_correction: corrects the error of static activation ranges; use it with "
+                "activations static."
             )
         _check_calibration(self)
 
@@ -117,11 +134,18 @@ class Int8Config(QuantizeConfig):
         return self.activations == "static" or self.smooth_alpha is not None
 
     @property
-    def smooth_alpha(self) -> float | None:
-        """The SmoothQuant strength in effect (see smooth)."""
+    def corrects_bias(self) -> bool:
+        """Whether biases are corrected (see bias_correction)."""
+        if self.bias_correction is not None:
+            return self.bias_correction
+        return self.activations == "static"
+
+    @property
+    def smooth_alpha(self) -> float | Literal["auto"] | None:
+        """The SmoothQuant strength in effect (see smooth): a number, "auto" (searched) or None (off)."""
         if self.smooth is not None:
             return self.smooth or None  # 0 turns smoothing off
-        return 0.5 if self.activations == "static" else None
+        return "auto" if self.activations == "static" else None
 
     @property
     def int8_bits(self) -> int:
@@ -141,8 +165,9 @@ class Int8Config(QuantizeConfig):
     def describe(self) -> str:
         bits = "" if self.int8_bits == 8 else f" {self.int8_bits}-bit"
         acts = "" if self.activations == "none" else f", {self.activations} activations"
-        if self.smooth_alpha is not None:
-            acts += f", smoothquant {self.smooth_alpha:g}"
+        alpha = self.smooth_alpha
+        if alpha is not None:
+            acts += ", smoothquant " + (f"{alpha:g}" if isinstance(alpha, float) else "alpha searched")
         return f"int8{bits} per-channel{acts}{self.calibration_text()}, rtn"
 
 
