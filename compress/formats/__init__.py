@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compress.errors import BadInput
+from compress.formats.float16 import Float16Tensor
 from compress.formats.quantized import QuantizedTensor
 from compress.formats.sparse import SparseCodec
 
@@ -36,7 +37,13 @@ KEY_STATS = "compress.stats"
 
 # scheme -> codec class with from_parts / part_names / planned_parts (see QuantizedTensor).
 # Other encodings add themselves here.
-CODECS: dict[str, Any] = {"int8": QuantizedTensor, "int4": QuantizedTensor, "sparse": SparseCodec}
+CODECS: dict[str, Any] = {
+    "int8": QuantizedTensor,
+    "int4": QuantizedTensor,
+    "bf16": Float16Tensor,
+    "fp16": Float16Tensor,
+    "sparse": SparseCodec,
+}
 
 
 @dataclass

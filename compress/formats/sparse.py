@@ -5,9 +5,9 @@ Layout of a weight `NAME` whose header entry has scheme `sparse`:
               element 8*j + i of the flattened weight is kept
   NAME        the kept values, in row-major order, as a 1-D tensor
 
-A float weight keeps its dtype (`inner` is null). The INT8 codes of a quantized weight can be stored
-the same way (`inner` holds the INT8 entry's metadata; its scale is stored as usual). INT4 codes are
-packed two per byte already and stay dense.
+A float weight keeps its dtype (`inner` is null). The INT8 codes of a quantized weight, and a weight
+rounded to bf16 or fp16, can be stored the same way (`inner` holds the INT8 or 16-bit entry's
+metadata; an INT8 scale is stored as usual). INT4 codes are packed two per byte already and stay dense.
 
 The bitmask costs one bit per element whatever the sparsity; a list of 16-bit indices would cost 16
 bits per kept element, so the bitmask is the smaller layout whenever more than 1/16 of the weights
@@ -108,16 +108,20 @@ def densify(name: str, values: torch.Tensor, packed: torch.Tensor, meta: dict) -
 
 
 def _inner_codec(inner: dict, name: str):
-    """The codec of the encoding inside a sparse weight: INT8 codes only (INT4 is packed already)."""
+    """The codec of the encoding inside a sparse weight: INT8 codes or a 16-bit weight (INT4 is packed
+    already)."""
+    from compress.formats.float16 import Float16Tensor
     from compress.formats.quantized import QuantizedTensor
 
-    if inner.get("scheme") != "int8":
+    codec = {"int8": QuantizedTensor, "bf16": Float16Tensor, "fp16": Float16Tensor}.get(inner.get("scheme"))
+    if codec is None:
         raise BadInput(f"sparse weight '{name}': unsupported inner encoding '{inner.get('scheme')}'.")
-    return QuantizedTensor
+    return codec
 
 
 def sparsify_state(tensors: dict, encoded: dict[str, dict]) -> tuple[dict, dict[str, dict]]:
-    """Re-encode, in place of their dense form, the float weights and INT8 codes that are mostly zeros.
+    """Re-encode, in place of their dense form, the float weights, INT8 codes and 16-bit weights that
+    are mostly zeros.
 
     Decided by content, so a pruned weight stays small after any later pass or a reload, and the
     encoding is exact: decoding gives back the very same tensor.
@@ -127,8 +131,8 @@ def sparsify_state(tensors: dict, encoded: dict[str, dict]) -> tuple[dict, dict[
     for name, tensor in tensors.items():
         meta = encoded.get(name)
         plain_float = meta is None and tensor.is_floating_point()
-        int8_codes = meta is not None and meta.get("scheme") == "int8"
-        if (plain_float or int8_codes) and worth_storing_sparse(tensor):
+        encoded_dense = meta is not None and meta.get("scheme") in ("int8", "bf16", "fp16")
+        if (plain_float or encoded_dense) and worth_storing_sparse(tensor):
             parts, sparse_meta = SparseCodec.encode(name, tensor, meta)
             out.update(parts)
             encoded[name] = sparse_meta
