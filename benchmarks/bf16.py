@@ -334,11 +334,15 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     env = environment()
     notes: list[str] = []
+    name = "bf16-quick" if QUICK else "bf16"
     minilm_rows = minilm(notes)
+    env["load_after"] = os.getloadavg()
+    data = {"environment": env, "minilm": minilm_rows, "gemma": [], "notes": notes}
+    write_results(name, render(env, minilm_rows, [], notes), data)  # kept if Gemma fails
     gemma_rows = gemma(notes)
     env["load_after"] = os.getloadavg()
     data = {"environment": env, "minilm": minilm_rows, "gemma": gemma_rows, "notes": notes}
-    write_results("bf16" if not QUICK else "bf16-quick", render(env, minilm_rows, gemma_rows, notes), data)
+    write_results(name, render(env, minilm_rows, gemma_rows, notes), data)
 
 
 if __name__ == "__main__":
