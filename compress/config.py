@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -117,6 +118,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise BadInput(f"{where}: expected a number, got {value!r}.")
+        if not math.isfinite(value):
+            raise BadInput(f"{where}: expected a finite number, got {value}.")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -139,6 +142,11 @@ class PassConfig(Settings):
         settings (None: the recipe's); the runner records there what it really drew.
         """
         return self.needs_data
+
+    def resolve(self) -> PassConfig:
+        """These settings with what they leave to the machine made concrete for this one (the plan
+        calls it, so the output recipe records the values that ran); the settings themselves by default."""
+        return self
 
     def accepts_data(self) -> bool:
         """Whether the pass uses calibration samples when they are given even though it does not need

@@ -52,6 +52,7 @@ class Model:
     compression: CompressionInfo | None = None
     notes: list[str] = field(default_factory=list)
     backend: dict | None = None  # the tool that made an ONNX-only model (compress.backends), if any
+    spec: Any | None = None  # compress.usermodule.ModelSpec the module was built from (--module), if any
 
     @property
     def onnx_only(self) -> bool:
@@ -126,8 +127,9 @@ def load(source: Any, *, module: Any | None = None, progress=None) -> Model:
     info = read_compression_info(file.metadata, str(weights))
     resized = info.resized if info else {}
     if module is not None:
+        tensors = decode(file.read_all(), info, str(weights))
         loaded, notes = load_into(
-            module, decode(file.read_all(), info), str(weights), resized=resized, modes=activation_modes(info)
+            module, tensors, str(weights), resized=resized, modes=activation_modes(info)
         )
         return Model(module=loaded, family="module", checkpoint=weights, compression=info, notes=notes)
     config = load_config(weights.parent)
@@ -135,7 +137,7 @@ def load(source: Any, *, module: Any | None = None, progress=None) -> Model:
         return Model(module=None, family="tensors", checkpoint=weights, compression=info)
     if progress:
         progress.start(f"loading {weights.parent.name}", total=None)
-    tensors = decode(file.read_all(), info)
+    tensors = decode(file.read_all(), info, str(weights))
     module, notes = build_module(config, tensors, str(weights), resized=resized, modes=activation_modes(info))
     model = Model(
         module=module,
@@ -250,6 +252,7 @@ def load_into(module, tensors: dict, where: str, config=None, resized: dict | No
     if resized:
         resize_to(module, {names.get(n, n): shape for n, shape in resized.items()}, where)
     notes: list[str] = []
+    floating = {n for n, t in module.state_dict().items() if t.is_floating_point()}
     plain = {}
     activation_parts: dict[str, Any] = {}
     loaded: set[str] = set()
@@ -266,12 +269,17 @@ def load_into(module, tensors: dict, where: str, config=None, resized: dict | No
             replace_module(module, owner_name, quantized_module(owner, value))
             loaded.add(name)
         elif name in expected:
+            if name in floating and not value.is_floating_point():
+                raise BadInput(
+                    f"{where}: tensor '{stored}' holds {str(value.dtype).removeprefix('torch.')} values "
+                    f"where {label} has a float parameter; these look like quantized codes whose compress "
+                    "metadata (the compress.* header keys) is missing, so they cannot be loaded as weights."
+                )
             plain[name] = value
         elif name.rpartition(".")[2] in ACTIVATION_PARTS:
             activation_parts[name] = value
         else:
             notes.append(f"ignored tensor '{stored}' (not used by {label})")
-    _set_activations(module, activation_parts, modes or {}, names, where)
     buffers = {n for n, _ in module.named_buffers()}
     try:
         result = module.load_state_dict(plain, strict=False)
@@ -279,6 +287,8 @@ def load_into(module, tensors: dict, where: str, config=None, resized: dict | No
         raise BadInput(f"{where}: does not fit {label}: {str(exc).splitlines()[-1].strip()}") from None
     loaded |= set(plain)
     loaded |= _tie(module, config, loaded) if config is not None else set()
+    # After the ties: a Linear tied to an embedding table (lm_head) stores its input range of its own.
+    _set_activations(module, activation_parts, modes or {}, names, where)
     quantized_parts = {
         f"{n}.{part}"
         for n, m in module.named_modules()
@@ -321,6 +331,11 @@ def _set_activations(module, parts: dict, modes: dict, names: dict, where: str) 
             set_activation_mode(owner, mode)
         except (TypeError, ValueError) as exc:
             raise BadInput(f"{where}: weight '{stored}': {exc} (corrupt compress metadata).") from None
+    for name in parts:
+        # A tied reader has no header entry of its own; only static layers store an input range.
+        owner = module.get_submodule(name.rpartition(".")[0])
+        if name.endswith(".input_scale") and owner.activations == "none":
+            set_activation_mode(owner, "static")
 
 
 def _tie(module, config, loaded: set[str]) -> set[str]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from compress.errors import BadInput
+from compress.formats.checks import FLOAT_DTYPES, check_part, dtype_field, shape_field
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 FP16_MAX = 65504.0
@@ -64,16 +65,20 @@ class Float16Tensor:
             "dtype": str(self.dtype).removeprefix("torch."),
         }
 
+    @staticmethod
+    def check_meta(name: str, meta: dict, where: str) -> None:
+        """BadInput naming the weight when its header entry cannot describe a 16-bit weight."""
+        shape_field(meta, "shape", name, where, min_dims=1)
+        dtype_field(meta, "dtype", name, where, FLOAT_DTYPES)
+
     @classmethod
-    def from_parts(cls, name: str, tensors: dict[str, torch.Tensor], meta: dict) -> Float16Tensor:
-        data = tensors[name]
-        expected = DTYPES[meta["scheme"]]
-        if data.dtype != expected or list(data.shape) != list(meta["shape"]):
-            raise BadInput(
-                f"weight '{name}': stored as {str(data.dtype).removeprefix('torch.')} {list(data.shape)}, "
-                f"but its header says {meta['scheme']} {list(meta['shape'])} (corrupt compress metadata)."
-            )
-        return cls(meta["scheme"], data, getattr(torch, meta.get("dtype", "float32")))
+    def from_parts(
+        cls, name: str, tensors: dict[str, torch.Tensor], meta: dict, where: str = "checkpoint"
+    ) -> Float16Tensor:
+        """The weight from its stored value, checked against the dtype and shape its metadata plans."""
+        for part, dtype, shape in cls.planned_parts(name, meta):
+            check_part(where, name, part, tensors[part], dtype, shape)
+        return cls(meta["scheme"], tensors[name], getattr(torch, meta["dtype"]))
 
     @staticmethod
     def part_names(name: str, meta: dict) -> list[str]:

@@ -71,16 +71,22 @@ class WeightEncoder:
             int4_cols_fit(cfg, names[0], shape)
         return scheme
 
-    def encode(self, weight, cfg: QuantizeConfig, scheme: str) -> QuantizedTensor | Float16Tensor:
+    def encode(
+        self, weight, cfg: QuantizeConfig, scheme: str, name: str | None = None
+    ) -> QuantizedTensor | Float16Tensor:
+        """`name` names the weight in a refusal of NaN/Inf (see compress.finite)."""
         if isinstance(cfg, Float16Config):
-            return FLOAT16.encode(weight, cfg, scheme)
+            return FLOAT16.encode(weight, cfg, scheme, name)
         from compress.passes.quantize.datafree import quantize_int4_data_free
         from compress.passes.quantize.rtn import quantize_int8
 
+        allow = cfg.allow_nonfinite
         if scheme == "int8":
-            return quantize_int8(weight, getattr(cfg, "int8_bits", 8))
+            return quantize_int8(weight, getattr(cfg, "int8_bits", 8), name=name, allow_nonfinite=allow)
         method = cfg.method if cfg.method not in DATA_AWARE else "mse"
-        return quantize_int4_data_free(weight, cfg.group_size, cfg.symmetric, method)
+        return quantize_int4_data_free(
+            weight, cfg.group_size, cfg.symmetric, method, name=name, allow_nonfinite=allow
+        )
 
     def record(self, weight, qt: QuantizedTensor, cfg: QuantizeConfig, tied: list[str]) -> dict:
         """What the pass records about one quantized weight (Artifact.changes), whoever ran it."""
@@ -158,7 +164,7 @@ def _quantize_each(module, cfg: QuantizeConfig, groups, plans, changes, progress
         progress.start("quantizing", total=len(groups))
     for names in groups:
         weight = module.get_submodule(names[0]).weight.detach()
-        qt = ENCODER.encode(weight, cfg, plans[names[0]]["scheme"])
+        qt = ENCODER.encode(weight, cfg, plans[names[0]]["scheme"], name=f"{names[0]}.weight")
         for name in names:
             replace_module(module, name, quantized_module(module.get_submodule(name), qt))
             layer = module.get_submodule(name)
@@ -186,10 +192,11 @@ def _calibrate_activations(module, cfg: QuantizeConfig, ctx: PassContext, groups
         raise BadInput("quantize: static activations and smoothing need calibration data (none was given).")
     if ctx.weights is not None:
         ctx.weights.load()  # the calibration forward runs the whole model
-    linear = [names for names in groups if isinstance(module.get_submodule(names[0]), nn.Linear)]
-    ranges = measure_input_ranges(module, [n for names in linear for n in names], ctx.data, ctx.progress)
+    # Every Linear reader, also one tied to an embedding (a tied lm_head is not its group's first name).
+    linear = [n for names in groups for n in names if isinstance(module.get_submodule(n), nn.Linear)]
+    ranges = measure_input_ranges(module, linear, ctx.data, ctx.progress)
     if cfg.smooth_alpha is not None:
-        tied = {n for names in linear if len(names) > 1 for n in names}
+        tied = {n for names in groups if len(names) > 1 for n in names}  # one weight, several readers
         smooth_weights(module, ranges, cfg.smooth_alpha, tied)
     return ranges
 

@@ -89,9 +89,12 @@ class Int8Config(QuantizeConfig):
     smooth: SmoothQuant's strength alpha (0 < alpha < 1; 0 is off) for activations dynamic or static:
         outlier activation channels are scaled down and the weights' columns up, calibrated on data.
         None: 0.5 with static activations, off with dynamic ones.
-    weight_bits: 8 (codes -127..127) or 7 (-63..63). None: 7 with quantized activations, so ONNX
-        Runtime's AVX2 u8 x s8 kernel (pairs of products added in int16) cannot saturate; else 8.
+    weight_bits: 8 (codes -127..127) or 7 (-63..63). None: chosen for the machine when the run is
+        planned (and recorded): 7 with quantized activations on an x86 CPU without VNNI or AMX, whose
+        u8 x s8 kernel adds pairs of products in int16 and saturates with 8-bit weights; else 8.
     calibration: this pass's calibration data (static activations, smoothing); None: the recipe's.
+    allow_nonfinite: quantize weights holding NaN or Inf (NaN as 0, Inf as the row's largest finite
+        magnitude) instead of refusing them.
     """
 
     label: ClassVar[str] = "scheme int8"
@@ -102,6 +105,7 @@ class Int8Config(QuantizeConfig):
     smooth: float | None = None
     weight_bits: Literal[7, 8] | None = None
     calibration: Calibration | None = None
+    allow_nonfinite: bool = False
 
     def validate(self) -> None:
         if self.smooth is not None and (self.activations == "none" or not 0 <= self.smooth < 1):
@@ -123,10 +127,18 @@ class Int8Config(QuantizeConfig):
 
     @property
     def int8_bits(self) -> int:
-        """The INT8 code width in effect (see weight_bits)."""
+        """The INT8 code width in effect (see weight_bits and resolve)."""
         if self.weight_bits is not None:
             return self.weight_bits
-        return 7 if self.activations != "none" else 8
+        return self.resolve().weight_bits or 8
+
+    def resolve(self) -> Int8Config:
+        if self.weight_bits is not None or self.activations == "none":
+            return self  # weight-only INT8 has no integer kernel to saturate: 8 bits everywhere
+        from compress.hardware import detect
+
+        saturates = detect().cpu.int8_saturates
+        return dataclasses.replace(self, weight_bits=7 if saturates else 8)
 
     def describe(self) -> str:
         bits = "" if self.int8_bits == 8 else f" {self.int8_bits}-bit"
@@ -145,6 +157,8 @@ class Int4Config(QuantizeConfig):
     group_size: a power of two >= 16 that divides each targeted row (ONNX Runtime's kernels need it).
     symmetric: an implicit zero point (True) or a stored one per group (False).
     keep_int8: layer-name globs kept at INT8 (per channel): mixed precision.
+    allow_nonfinite: quantize weights holding NaN or Inf (NaN as 0, Inf as the row's largest finite
+        magnitude) instead of refusing them.
     """
 
     label: ClassVar[str] = "scheme int4 (methods rtn, mse, hqq)"
@@ -153,6 +167,7 @@ class Int4Config(QuantizeConfig):
     group_size: int = 128
     symmetric: bool = True
     keep_int8: tuple[str, ...] = ()
+    allow_nonfinite: bool = False
 
     def validate(self) -> None:
         g = self.group_size
@@ -281,12 +296,15 @@ class Float16Config(QuantizeConfig):
     fp16's range ends at 65504: a weight beyond it is refused, and activations beyond it become
         inf (Gemma-3-270M: its residual stream overflows at layer 7, perplexity nan); bf16 has
         float32's range.
+    allow_nonfinite: round weights holding NaN or Inf (NaN as 0, Inf as the row's largest finite
+        magnitude) instead of refusing them, as the integer schemes do.
     """
 
     label: ClassVar[str] = "scheme bf16/fp16"
     scheme: Literal["bf16", "fp16"] = "bf16"  # type: ignore[assignment]
     method: Literal["rtn"] = "rtn"  # rounding to the nearest 16-bit value
     targets: Targets = field(default_factory=lambda: Targets(types=FLOAT16_TYPES))
+    allow_nonfinite: bool = False
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, where: str = "") -> QuantizeConfig:

@@ -30,7 +30,11 @@ class Float16Encoder:
         return cfg.scheme
 
     def encode(self, weight, cfg: Float16Config, scheme: str, name: str | None = None) -> Float16Tensor:
-        return Float16Tensor.encode(weight, scheme, name)
+        """NaN/Inf weights are refused with `name` (see compress.finite), or saturated with
+        `cfg.allow_nonfinite`; fp16 also refuses a weight beyond its range."""
+        from compress.finite import check_finite
+
+        return Float16Tensor.encode(check_finite(name, weight, cfg.allow_nonfinite), scheme, name)
 
     def record(self, weight, ft: Float16Tensor, cfg: Float16Config, tied: list[str]) -> dict:
         """What the pass records about one weight (Artifact.changes), whoever ran it."""
