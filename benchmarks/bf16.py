@@ -114,9 +114,10 @@ def minilm_models(base, src: Path, notes: list[str]) -> tuple[dict, dict]:
     """name -> (Model, file bytes or None), and how long each command took."""
     import torch
 
-    from compress.eval.runtimes import export_samples
+    import compress.eval  # noqa: F401  (first: compress.onnx.samples imported alone hits an import cycle)
     from compress.onnx import export_onnx
     from compress.onnx.module import OrtModule
+    from compress.onnx.samples import export_samples
     from compress.precision import openvino_precision_hint
 
     models = {"fp32": (base, src.stat().st_size)}

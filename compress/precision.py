@@ -13,7 +13,8 @@ in memory, and a model in memory holds exactly what its checkpoint holds.
 
 The same function sets the islands up whether the model was loaded (compress.model) or made in
 memory (the quantize pass), so both run the same arithmetic. `openvino_precision_hint` says which
-inference precision OpenVINO should use for a compress checkpoint.
+inference precision OpenVINO should use for a compress checkpoint; OpenVINO is given `float32_twin`'s
+graph (the 16-bit weights widened exactly) and rounds to that precision itself.
 """
 
 from __future__ import annotations
@@ -87,6 +88,32 @@ def _cast(value: Any, dtype: Any) -> Any:
     return value
 
 
+def float32_twin(module) -> Any:
+    """A copy of `module` that computes in float32 on its 16-bit weights widened exactly (its float
+    islands made no-ops): the graph OpenVINO is given, to run with a 16-bit inference precision."""
+    import copy
+
+    import torch
+
+    from compress.qmodules import _Float16Weight
+
+    twin = copy.deepcopy(module)
+    for sub in twin.modules():
+        if isinstance(sub, _Float16Weight):
+            sub.weight = sub.weight.to(torch.float32)
+        elif getattr(sub, _ISLAND, None) is not None:
+            setattr(sub, _ISLAND, (torch.float32, torch.float32))
+    return twin
+
+
+def scheme_of_module(module) -> str | None:
+    """'bf16' or 'fp16' for a model with 16-bit layers, else None."""
+    import torch
+
+    dtype = compute_dtype(module)
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype) if dtype is not None else None
+
+
 def stored_precision(info: Any) -> str | None:
     """The 16-bit scheme ('bf16' or 'fp16') of a checkpoint's header (compress.formats.
     CompressionInfo), or None when none of its weights is stored in 16 bits."""
@@ -104,11 +131,15 @@ def openvino_precision_hint(info: Any, cpu_features: frozenset[str] | None = Non
     which would round a float baseline behind the measurement's back. `cpu_features`: the CPU's
     flags (compress.hardware.detect().cpu.features); None: this machine's.
     """
+    return precision_hint(stored_precision(info), cpu_features)
+
+
+def precision_hint(scheme: str | None, cpu_features: frozenset[str] | None = None) -> tuple[str, str]:
+    """openvino_precision_hint for a 16-bit scheme ('bf16', 'fp16') or None (float or integer)."""
     if cpu_features is None:
         from compress.hardware import detect
 
         cpu_features = detect().cpu.features
-    scheme = stored_precision(info)
     needs = {"bf16": ("amx_bf16", "avx512_bf16"), "fp16": ("amx_fp16", "avx512_fp16")}
     if scheme is None:
         return "f32", "a float or integer checkpoint: its float parts run as stored (f32)"

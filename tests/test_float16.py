@@ -296,6 +296,52 @@ def test_openvino_precision_hint_follows_the_checkpoint_and_the_cpu(tiny_bert, t
     assert openvino_precision_hint(None, amx)[0] == "f32"
 
 
+def test_openvino_rows_of_16_bit_candidates_use_the_16_bit_precision(tiny_bert):
+    """OpenVINO runs the widened 16-bit weights with the precision the CPU has instructions for
+    (bf16 on a BF16 CPU, else f32 with the reason), checked against torch and scored through it."""
+    pytest.importorskip("openvino")
+    from compress.eval import LatencySettings, evaluate
+    from compress.hardware import detect
+    from compress.precision import precision_hint
+
+    quick = LatencySettings(batch_size=2, seq_len=16, warmup=1, min_rounds=2, max_rounds=2, budget_s=1)
+    candidate = cz.quantize(tiny_bert, "bf16", embeddings=True)
+    report = evaluate(candidate.model, tiny_bert, limit=8, devices=("cpu",), runtimes=("openvino",),
+                      latency=quick, history=None)  # fmt: skip
+    row = report.latency_row("cpu", "openvino")
+    assert row["status"] == "ok", row
+    want, _ = precision_hint("bf16", detect().cpu.features)
+    assert row["openvino"]["candidate"]["inference_precision"] == want
+    assert row["openvino"]["baseline"]["inference_precision"] == "f32"
+    assert row["openvino"]["candidate"]["check_cosine_min"] >= 0.999
+    if want == "bf16":  # the runtime graph says its matrix products take bf16 activations
+        assert all(label.startswith("bf16") for label in row["openvino_precisions"]["candidate"])
+    assert f"compiled with inference precision {want}" in " ".join(report.notes)
+    through = report.accuracy.details["by_runtime"]["openvino"]
+    assert through["status"] == "ok" and through["retention"] > 0.99
+
+
+@pytest.mark.parametrize("scheme", ["bf16", "fp16"])
+def test_openvino_ir_of_16_bit_models_agrees_with_torch(tiny_bert, tmp_path, scheme):
+    """fp16: the IR stores float16 weights (exact), half the float IR; bf16: float32 weights."""
+    pytest.importorskip("openvino")
+    from compress.openvino import compile_model
+    from compress.openvino.ir import IR_DIR, IR_NAME
+
+    out = tmp_path / scheme
+    result = cli("quantize", str(tiny_bert), "--scheme", scheme, "--embeddings", "--export", "openvino",
+                 "-o", str(out), "--no-eval", "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    xml = out / IR_DIR / IR_NAME
+    model, tokens = cz.load(out), ids()
+    feeds = {"input_ids": tokens.numpy(), "attention_mask": torch.ones_like(tokens).numpy()}
+    got = torch.from_numpy(compile_model(xml).create_infer_request().infer(feeds)[0].copy())
+    assert relative_error(got, outputs(model, tokens).float()) < 2e-2
+    weights = xml.with_suffix(".bin").stat().st_size
+    stored = (out / "model.safetensors").stat().st_size
+    assert (weights < 1.1 * stored) if scheme == "fp16" else (weights > 1.8 * stored)
+
+
 # --- CUDA (unmeasured here: no GPU on the machines this was written on) ------------------------
 
 

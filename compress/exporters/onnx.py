@@ -63,11 +63,11 @@ def export_float16_folder(folder: Path):
     """Write `folder/model.onnx` for the 16-bit checkpoint in `folder` (fp16: a float16 graph; bf16:
     Unsupported with the reason) and check it against torch on CPU."""
     from compress.errors import Unavailable, Unsupported
-    from compress.eval.runtimes import export_samples
     from compress.model import load
     from compress.onnx.check import check_export
     from compress.onnx.export import ONNX_NAME, export_onnx
     from compress.onnx.float16 import graph_check_cosine
+    from compress.onnx.samples import export_samples
 
     model = load(folder)
     if not model.runnable:
