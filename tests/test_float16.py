@@ -323,7 +323,7 @@ def test_openvino_rows_of_16_bit_candidates_use_the_16_bit_precision(tiny_bert):
 
 @pytest.mark.parametrize("scheme", ["bf16", "fp16"])
 def test_openvino_ir_of_16_bit_models_agrees_with_torch(tiny_bert, tmp_path, scheme):
-    """fp16: the IR stores float16 weights (exact), half the float IR; bf16: float32 weights."""
+    """fp16: the IR stores float16 weights (exact), the checkpoint's size; bf16: float32 weights (1.8x)."""
     pytest.importorskip("openvino")
     from compress.openvino import compile_model
     from compress.openvino.ir import IR_DIR, IR_NAME
@@ -339,7 +339,7 @@ def test_openvino_ir_of_16_bit_models_agrees_with_torch(tiny_bert, tmp_path, sch
     assert relative_error(got, outputs(model, tokens).float()) < 2e-2
     weights = xml.with_suffix(".bin").stat().st_size
     stored = (out / "model.safetensors").stat().st_size
-    assert (weights < 1.1 * stored) if scheme == "fp16" else (weights > 1.8 * stored)
+    assert (weights < 1.1 * stored) if scheme == "fp16" else (weights > 1.5 * stored)
 
 
 # --- CUDA (unmeasured here: no GPU on the machines this was written on) ------------------------
