@@ -2,13 +2,14 @@
 
     python benchmarks/bf16.py            # writes benchmarks/results/bf16.{md,json}
     python benchmarks/bf16.py --quick    # fewer texts and rounds: a smoke run
+    python benchmarks/bf16.py --minilm   # MiniLM only
 
 Each compress row is made by the command a user runs, `compress quantize <model> --scheme S
 [--embeddings]`, which streams the checkpoint tensor by tensor, and is loaded with `compress.load`
 (16-bit layers, norms as float32 islands). Rows:
 - fp32: the float checkpoint in torch (the reference for size, accuracy and speed);
-- bf16, fp16: Linear and Embedding weights in 16 bits (`--embeddings`; a recipe's default);
-- bf16 linear only: `--scheme bf16` without `--embeddings` (embedding tables stay float32);
+- bf16, fp16: Linear and Embedding weights in 16 bits (`--embeddings`, the default of these schemes);
+- bf16 linear only: `--scheme bf16 --no-embeddings` (embedding tables stay float32);
 - alt bf16 whole: not a compress output; the fp32 model cast to bf16 whole (`.to(torch.bfloat16)`,
   norms in bf16 too), the design compress measured its float32 norm islands against;
 - onnxruntime fp32 / fp16: the float export and compress's fp16 graph (`--export onnx`); bf16 has no
@@ -125,7 +126,7 @@ def minilm_models(base, src: Path, notes: list[str]) -> tuple[dict, dict]:
     for name, args in (
         ("bf16", ["--scheme", "bf16", "--embeddings"]),
         ("fp16", ["--scheme", "fp16", "--embeddings", "--export", "onnx"]),
-        ("bf16 linear only", ["--scheme", "bf16"]),
+        ("bf16 linear only", ["--scheme", "bf16", "--no-embeddings"]),
     ):
         path, seconds[name] = cli_quantize(src, name.replace(" ", "-"), args)
         models[name] = (cz.load(path), path.stat().st_size)
@@ -327,7 +328,10 @@ def render(env: dict, minilm_rows: list[dict], gemma_rows: list[dict], notes: li
     body += table(minilm_rows, [("emb cosine", "cosine_mean"), ("worst cosine", "cosine_min"),
                                 ("probe retention", "probe_retention")])  # fmt: skip
     body += "\n## Gemma-3-270M (deq. Q4_K_M; prefill 1 and 8 x 128 tokens)\n\n"
-    body += table(gemma_rows, [("perplexity", "perplexity"), ("increase", "ppl_increase")])
+    if gemma_rows:
+        body += table(gemma_rows, [("perplexity", "perplexity"), ("increase", "ppl_increase")])
+    else:
+        body += "Not run in this run (`--minilm`, or stopped before Gemma finished).\n"
     return head + body + "".join(f"\n- {n}" for n in notes) + "\n"
 
 
@@ -340,6 +344,8 @@ def main() -> None:
     env["load_after"] = os.getloadavg()
     data = {"environment": env, "minilm": minilm_rows, "gemma": [], "notes": notes}
     write_results(name, render(env, minilm_rows, [], notes), data)  # kept if Gemma fails
+    if "--minilm" in sys.argv:
+        return
     gemma_rows = gemma(notes)
     env["load_after"] = os.getloadavg()
     data = {"environment": env, "minilm": minilm_rows, "gemma": gemma_rows, "notes": notes}
