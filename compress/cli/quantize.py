@@ -46,7 +46,7 @@ SETTING_OPTIONS = (
     type=click.Choice(SCHEMES),
     default="int8",
     show_default=True,
-    help="int8: per output channel, symmetric. int4: group-wise.",
+    help="int8: per output channel, symmetric. int4: group-wise. bf16, fp16: 16-bit weights and compute.",
 )
 @click.option(
     "--method",
