@@ -91,7 +91,7 @@ def quantize(
     scheme: str = "int8",
     *,
     method: str = "rtn",
-    embeddings: bool = False,
+    embeddings: bool | None = None,
     include: tuple[str, ...] = ("*",),
     exclude: tuple[str, ...] = (),
     data: Any = None,
@@ -103,7 +103,9 @@ def quantize(
     """Quantize a model and return the Artifact (in memory; `.save(dir)` writes it).
 
     `model` is a path, a `Model` or a `torch.nn.Module` (copied, never changed in place).
-    `scheme` int8 or int4; `method`: rtn, mse, hqq (no data) or gptq, awq (calibration data);
+    `scheme` int8, int4, bf16 or fp16; `method`: rtn, mse, hqq (no data) or gptq, awq (calibration data);
+    `embeddings`: quantize embedding tables too (None: the scheme's default, no for int8 and int4,
+    yes for bf16 and fp16, which also round convolutions);
     the other settings of the method's class pass through as keywords (group_size, symmetric,
     activations, smooth, weight_bits, keep_int8, damp, act_order, clip, backend: see
     `compress passes` for each with its default). `data` is calibration data (a path or built-in
@@ -128,19 +130,18 @@ def quantize_recipe(
     scheme: str = "int8",
     *,
     method: str = "rtn",
-    embeddings: bool = False,
+    embeddings: bool | None = None,
     include: tuple[str, ...] = ("*",),
     exclude: tuple[str, ...] = (),
     **settings: Any,
 ) -> Recipe:
-    """A one-pass recipe from the keywords of `quantize` (and the options of `compress quantize`)."""
-    from compress.passes.quantize.config import QuantizeConfig
+    """A one-pass recipe from the keywords of `quantize` (and the options of `compress quantize`).
+    `embeddings` None: the scheme's own default types (bf16/fp16: Linear, Embedding, Conv)."""
+    from compress.passes.quantize.config import FLOAT16_SCHEMES, QuantizeConfig
 
-    targets = {
-        "types": ["linear", "embedding"] if embeddings else ["linear"],
-        "include": list(include) or ["*"],
-        "exclude": list(exclude),
-    }
+    targets: dict[str, Any] = {"include": list(include) or ["*"], "exclude": list(exclude)}
+    if embeddings is not None or scheme not in FLOAT16_SCHEMES:
+        targets["types"] = ["linear", "embedding"] if embeddings else ["linear"]
     given = {k: v for k, v in settings.items() if v is not None}
     cfg = QuantizeConfig.from_dict({"scheme": scheme, "method": method, "targets": targets, **given})
     return Recipe(passes=[cfg], name=cfg.scheme if cfg.method == "rtn" else f"{cfg.scheme}-{cfg.method}")

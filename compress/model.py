@@ -236,9 +236,12 @@ def load_into(module, tensors: dict, where: str, config=None, resized: dict | No
 
     `resized` (from a structurally pruned checkpoint) names tensors stored smaller than the
     architecture builds them: they are shrunk to the stored shapes first. `modes` (stored weight
-    name -> dynamic or static) says how a quantized Linear layer rounds its input.
+    name -> dynamic or static) says how a quantized Linear layer rounds its input. Weights stored in
+    16 bits make their layers compute in 16 bits (compress.precision).
     """
+    from compress.formats.float16 import Float16Tensor
     from compress.formats.quantized import QuantizedTensor
+    from compress.precision import float_islands
     from compress.qmodules import ACTIVATION_PARTS, _QuantizedWeight, quantized_module
     from compress.resize import resize_to
 
@@ -255,7 +258,7 @@ def load_into(module, tensors: dict, where: str, config=None, resized: dict | No
     loaded: set[str] = set()
     for stored, value in tensors.items():
         name = names[stored]
-        if isinstance(value, QuantizedTensor):
+        if isinstance(value, QuantizedTensor | Float16Tensor):
             owner_name = name.removesuffix(".weight")
             try:
                 owner = module.get_submodule(owner_name)
@@ -298,6 +301,7 @@ def load_into(module, tensors: dict, where: str, config=None, resized: dict | No
     if absent:
         shown = ", ".join(absent[:5]) + (" ..." if len(absent) > 5 else "")
         raise BadInput(f"{where}: lacks {len(absent)} tensors that {label} needs ({shown}).")
+    float_islands(module)  # a model with 16-bit layers runs in 16 bits around its float32 norms
     return module, notes
 
 

@@ -4,6 +4,8 @@ The stored parts are registered as buffers named `weight`, `weight_scale` and `w
 module's state_dict keys are exactly the names in the compressed checkpoint. On CPU, dequantizing
 then calling the float kernel costs about as much as the float model (measured on MiniLM shapes);
 the integer speed-ups come from the ONNX Runtime export and compress.kernels (CUDA, CPU decoding).
+A 16-bit weight (bf16, fp16) is stored as it is and its layer computes in that dtype (Float16Linear,
+Float16Embedding, Float16Conv; compress.precision runs the rest of the model around them).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress.formats.float16 import Float16Tensor
 from compress.formats.quantized import QuantizedTensor
 from compress.kernels import Kernel, plan_for, quant_linear_forward
 
@@ -178,6 +181,86 @@ class QuantConv(_QuantizedWeight):
         )
 
 
+class _Float16Weight(_QuantizedWeight):
+    """A layer whose weight is stored in 16 bits (bf16, fp16) and which computes in that dtype: its
+    input is rounded to it, its output stays in it. Its bias stays as stored (float32, a few hundred
+    values) and is rounded at each call, so the module holds exactly what the checkpoint holds."""
+
+    def _set_qweight(self, ft: Float16Tensor) -> None:  # type: ignore[override]
+        self.register_buffer("weight", ft.data)
+        self.weight_scale = self.weight_zero = None
+        self.scheme = ft.scheme
+        self.weight_shape = tuple(ft.shape)
+        self.weight_dtype = ft.dtype
+        self.group_size = None
+
+    @property
+    def qweight(self) -> Float16Tensor:  # type: ignore[override]
+        return Float16Tensor(self.scheme, self.weight, self.weight_dtype)
+
+    def _bias(self) -> torch.Tensor | None:
+        bias = getattr(self, "bias", None)
+        return None if bias is None else bias.to(self.weight.dtype)
+
+
+class Float16Linear(_Float16Weight):
+    def __init__(self, ft: Float16Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.out_features, self.in_features = ft.shape
+        self._set_qweight(ft)
+        self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False) if bias is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.to(self.weight.dtype), self.weight, self._bias())
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, {self.scheme}"
+
+
+class Float16Embedding(_Float16Weight):
+    def __init__(self, ft: Float16Tensor, original: nn.Embedding):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = ft.shape
+        self._set_qweight(ft)
+        self.padding_idx = original.padding_idx
+        scale = getattr(original, "embed_scale", None)  # Gemma scales the rows it looks up
+        if scale is not None:
+            self.register_buffer("embed_scale", torch.as_tensor(scale), persistent=False)
+        else:
+            self.embed_scale = None
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out = F.embedding(ids, self.weight, self.padding_idx)
+        return out if self.embed_scale is None else out * self.embed_scale.to(out.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, {self.scheme}"
+
+
+class Float16Conv(_Float16Weight):
+    """Conv1d/2d/3d computing in 16 bits; stride, padding and groups come from the original."""
+
+    def __init__(self, ft: Float16Tensor, original: nn.modules.conv._ConvNd):
+        super().__init__()
+        self._set_qweight(ft)
+        self.bias = (
+            nn.Parameter(original.bias.detach().clone(), requires_grad=False)
+            if original.bias is not None
+            else None
+        )
+        self.dims = len(ft.shape) - 2
+        self.stride, self.padding = original.stride, original.padding
+        self.dilation, self.groups = original.dilation, original.groups
+        if getattr(original, "padding_mode", "zeros") != "zeros":
+            raise ValueError("16-bit convolutions support padding_mode='zeros' only")
+        self.padding_mode = "zeros"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = (F.conv1d, F.conv2d, F.conv3d)[self.dims - 1]
+        x = x.to(self.weight.dtype)
+        return conv(x, self.weight, self._bias(), self.stride, self.padding, self.dilation, self.groups)
+
+
 ACTIVATION_MODES = ("none", "dynamic", "static")
 
 
@@ -193,8 +276,10 @@ def set_activation_mode(layer: nn.Module, mode: str) -> None:
     layer.activations = mode
 
 
-def quantized_module(original: nn.Module, qt: QuantizedTensor) -> nn.Module:
-    """The quantized replacement for `original` (Linear, Embedding or Conv)."""
+def quantized_module(original: nn.Module, qt: QuantizedTensor | Float16Tensor) -> nn.Module:
+    """The quantized (or 16-bit) replacement for `original` (Linear, Embedding or Conv)."""
+    if isinstance(qt, Float16Tensor):
+        return _float16_module(original, qt)
     if isinstance(original, nn.Linear):
         return QuantLinear(qt, original.bias)
     if isinstance(original, nn.Embedding):
@@ -204,13 +289,27 @@ def quantized_module(original: nn.Module, qt: QuantizedTensor) -> nn.Module:
     raise TypeError(f"cannot quantize a {type(original).__name__}")
 
 
+def _float16_module(original: nn.Module, ft: Float16Tensor) -> nn.Module:
+    if isinstance(original, nn.Linear | Float16Linear):
+        return Float16Linear(ft, original.bias)
+    if isinstance(original, nn.Embedding | Float16Embedding):
+        return Float16Embedding(ft, original)  # type: ignore[arg-type]
+    if isinstance(original, nn.modules.conv._ConvNd | Float16Conv) and not getattr(
+        original, "transposed", False
+    ):
+        return Float16Conv(ft, original)  # type: ignore[arg-type]
+    raise TypeError(f"cannot store a {type(original).__name__} in 16 bits")
+
+
 def module_kind(module: nn.Module) -> str | None:
     """The target type name of a module ('linear', 'embedding', 'conv'), or None."""
-    if isinstance(module, nn.Linear | QuantLinear):
+    if isinstance(module, nn.Linear | QuantLinear | Float16Linear):
         return "linear"
-    if isinstance(module, nn.Embedding | QuantEmbedding):
+    if isinstance(module, nn.Embedding | QuantEmbedding | Float16Embedding):
         return "embedding"
-    if isinstance(module, nn.modules.conv._ConvNd | QuantConv) and not getattr(module, "transposed", False):
+    if isinstance(module, nn.modules.conv._ConvNd | QuantConv | Float16Conv) and not getattr(
+        module, "transposed", False
+    ):
         return "conv"
     return None
 

@@ -24,8 +24,9 @@ def describe_type(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
-def describe_settings(cls: type, prefix: str = "") -> list[dict[str, Any]]:
-    """Every setting of a settings dataclass, nested ones flattened ('targets.include')."""
+def describe_settings(cls: type, prefix: str = "", defaults: Any = None) -> list[dict[str, Any]]:
+    """Every setting of a settings dataclass, nested ones flattened ('targets.include'); `defaults`:
+    the instance whose values are the defaults (a nested setting's default made by its owner)."""
     from compress.config import Settings
 
     hints = typing.get_type_hints(cls)
@@ -35,9 +36,12 @@ def describe_settings(cls: type, prefix: str = "") -> list[dict[str, Any]]:
             continue
         hint = hints[f.name]
         if isinstance(hint, type) and issubclass(hint, Settings):
-            rows += describe_settings(hint, f"{prefix}{f.name}.")
+            made = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+            rows += describe_settings(hint, f"{prefix}{f.name}.", made)
             continue
-        if f.default is not dataclasses.MISSING:
+        if defaults is not None:
+            default = getattr(defaults, f.name)
+        elif f.default is not dataclasses.MISSING:
             default = f.default
         elif f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()

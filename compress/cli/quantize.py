@@ -64,7 +64,7 @@ SETTING_OPTIONS = (
     type=click.Choice(SCHEMES),
     default="int8",
     show_default=True,
-    help="int8: per output channel, symmetric. int4: group-wise.",
+    help="int8: per output channel, symmetric. int4: group-wise. bf16, fp16: 16-bit weights and compute.",
 )
 @click.option(
     "--method",
@@ -147,7 +147,10 @@ SETTING_OPTIONS = (
     "refusing them [default: off: refused].",
 )
 @click.option(
-    "--embeddings", is_flag=True, help="Quantize embedding tables too (Linear layers only by default)."
+    "--embeddings/--no-embeddings",
+    default=None,
+    help="Quantize embedding tables too [default: int8/int4 no (Linear layers only); bf16/fp16 yes, "
+    "with convolutions].",
 )
 @click.option("--include", multiple=True, metavar="GLOB", help="Only layers whose name matches (repeatable).")
 @click.option(
@@ -268,7 +271,8 @@ def _apply_target(source: str, opts: dict) -> str:
     opts["activations"] = target.settings.get("activations")
     bits = target.settings.get("weight_bits")
     opts["weight_bits"] = str(bits) if bits else None
-    opts["embeddings"] = opts["embeddings"] or target.embeddings
+    if target.embeddings and opts["embeddings"] is None:
+        opts["embeddings"] = True
     opts["export_formats"] = tuple(target.exports)
     if ctx.get_parameter_source("runtimes") not in given:
         opts["runtimes"] = target.runtime  # the headline latency row is the chosen runtime's

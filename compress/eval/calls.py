@@ -17,18 +17,25 @@ def call_module(module, inputs: Any):
 
 
 def main_output(output):
-    """The main tensor of a model's output: logits, last hidden state, or the tensor itself."""
+    """The main tensor of a model's output: logits, last hidden state, or the tensor itself; a
+    16-bit one (a bf16 or fp16 model's) widened to float32, so every score is computed in float32."""
     import torch
 
     if isinstance(output, torch.Tensor):
-        return output
+        return _widened(output)
     for key in ("logits", "last_hidden_state"):
         value = getattr(output, key, None)
         if value is not None:
-            return value
+            return _widened(value)
     if isinstance(output, tuple | list) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
+        return _widened(output[0])
     raise BadInput(f"cannot find an output tensor in a {type(output).__name__}.")
+
+
+def _widened(tensor):
+    import torch
+
+    return tensor.float() if tensor.dtype in (torch.bfloat16, torch.float16) else tensor
 
 
 def move_inputs(inputs: Any, device: str) -> Any:

@@ -10,8 +10,9 @@ What each model runs as (the first that applies):
    form, with the reason in a note).
 Each is checked against the torch module before it is used (float rounding for float graphs, a
 cosine for integer ones), compiled with compress.openvino.core's FAITHFUL settings (float32 where
-not integer, no dynamic activation quantization), PERFORMANCE_HINT LATENCY and the row's threads,
-and its runtime graph tells which precision each matrix product runs in.
+not integer, no dynamic activation quantization; a bf16 / fp16 model with the 16-bit inference
+precision of compress.precision.precision_hint where the CPU has the instructions), PERFORMANCE_HINT
+LATENCY and the row's threads, and its runtime graph tells which precision each matrix product runs in.
 """
 
 from __future__ import annotations
@@ -64,9 +65,12 @@ class OpenVinoModels:
     def _compile(self, model: Model, device: str, threads: int | None) -> Compiled:
         from compress.openvino import compile_model, integer_kernels, precisions
         from compress.openvino.ir import check_compiled
+        from compress.precision import precision_hint, scheme_of_module
 
         ov_model, info, tolerances = self.converted(model)
-        compiled = compile_model(ov_model, device, threads)
+        scheme = None if model.onnx_only else scheme_of_module(model.module)
+        hint, why = precision_hint(scheme)
+        compiled = compile_model(ov_model, device, threads, precision=hint)
         sample, others = self.graphs.samples(model)
         check = check_compiled(compiled, model.module, [sample, *others], model.name, **tolerances)
         counts = precisions(compiled)
@@ -79,7 +83,11 @@ class OpenVinoModels:
                 f"openvino: {model.name} runs no integer kernel in OpenVINO ({_listed(counts)}): its "
                 "activations stay float"
             )
-        return Compiled(compiled, {**info, "inference_precision": "f32", **check.describe()}, counts)
+        if scheme is not None:
+            note = f"openvino: {model.name} compiled with inference precision {hint}: {why}"
+            self.graphs.notes.append(note)
+        info = {**info, "inference_precision": hint, **check.describe()}
+        return Compiled(compiled, info, counts)
 
     def converted(self, model: Model) -> tuple[Any, dict, dict]:
         """(ov.Model, where it came from, the check's tolerances), made once per model."""
@@ -98,6 +106,7 @@ class OpenVinoModels:
         from compress.openvino import convert_module, ir_path, require
         from compress.openvino.core import core
         from compress.openvino.ir import tolerance
+        from compress.precision import scheme_of_module
         from compress.qmodules import _QuantizedWeight
 
         ov = require()
@@ -125,11 +134,8 @@ class OpenVinoModels:
             workdir.mkdir()
             try:
                 ov_model, how = convert_module(model.module, sample, workdir)
-                info = {
-                    "source": "integer graph",
-                    "graph": how,
-                    "bytes": (workdir / "model.onnx").stat().st_size,
-                }
+                source = "16-bit graph" if scheme_of_module(model.module) else "integer graph"
+                info = {"source": source, "graph": how, "bytes": (workdir / "model.onnx").stat().st_size}
                 return ov_model, info, tolerance(model.module)
             except Unsupported as exc:
                 self.graphs.notes.append(f"openvino: {model.name} runs as its float ONNX export ({exc})")
@@ -141,14 +147,19 @@ _SOURCES = {
     "ir": "the IR beside its checkpoint",
     "supplied": "the model.onnx beside its checkpoint",
     "integer graph": "compress's integer ONNX graph (QDQ), built now",
+    "16-bit graph": "a float32 ONNX graph of its 16-bit weights (widened exactly), built now",
     "exported": "its float ONNX export",
 }
 
 
 def _quantized(model: Model) -> bool:
-    from compress.qmodules import _QuantizedWeight
+    """Whether `model` has integer layers (a 16-bit model's run in its 16-bit precision)."""
+    from compress.qmodules import _Float16Weight, _QuantizedWeight
 
-    return model.onnx_only or any(isinstance(m, _QuantizedWeight) for m in model.module.modules())
+    if model.onnx_only:
+        return True
+    layers = model.module.modules()
+    return any(isinstance(m, _QuantizedWeight) and not isinstance(m, _Float16Weight) for m in layers)
 
 
 def _listed(counts: dict[str, int]) -> str:

@@ -120,14 +120,16 @@ class OnnxGraphs:
 
     def _make(self, model: Model):
         from compress.onnx import check_export, export_onnx, supplied_onnx
+        from compress.onnx.float16 import graph_check_cosine
 
         sample, checks = self._inputs(model)
         graph = supplied_onnx(model.folder)
         if graph is None:
+            min_cosine = graph_check_cosine(model.module) if model.runnable else None  # 16-bit models
             if self._dir is None:
                 self._dir = tempfile.TemporaryDirectory(prefix="compress-onnx-")
             graph = export_onnx(model.module, sample, Path(self._dir.name) / f"model-{len(self._done)}")
-            check = check_export(graph.path, model.module, [sample, *checks])
+            check = check_export(graph.path, model.module, [sample, *checks], min_cosine=min_cosine)
             size = f"{graph.nbytes / 1e6:.1f} MB"
             how = f"exported to ONNX (opset {graph.opset}, {size}) in {graph.seconds:.1f} s"
             if model.checkpoint and graph.nbytes > 1.5 * model.checkpoint.stat().st_size:

@@ -75,7 +75,7 @@ def sentence_embeddings(
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             batch = tokenize(model, texts[start : start + batch_size], max_length)
-            hidden = model.module(**batch).last_hidden_state
+            hidden = model.module(**batch).last_hidden_state.float()  # a 16-bit model's too
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
             out.append(torch.nn.functional.normalize(pooled.float(), dim=-1))

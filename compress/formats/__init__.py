@@ -23,6 +23,7 @@ from typing import Any
 
 from compress.errors import BadInput, quoted
 from compress.formats.checks import is_count
+from compress.formats.float16 import Float16Tensor
 from compress.formats.quantized import QuantizedTensor
 from compress.formats.sparse import SparseCodec
 
@@ -37,7 +38,13 @@ KEY_STATS = "compress.stats"
 
 # scheme -> codec class with check_meta / from_parts / part_names / planned_parts (see QuantizedTensor).
 # Other encodings add themselves here.
-CODECS: dict[str, Any] = {"int8": QuantizedTensor, "int4": QuantizedTensor, "sparse": SparseCodec}
+CODECS: dict[str, Any] = {
+    "int8": QuantizedTensor,
+    "int4": QuantizedTensor,
+    "bf16": Float16Tensor,
+    "fp16": Float16Tensor,
+    "sparse": SparseCodec,
+}
 # Suffixes of the stored parts any codec writes beside a weight's name.
 PART_SUFFIXES = ("_scale", "_zero", "_mask")
 

@@ -5,9 +5,9 @@ Layout of a weight `NAME` whose header entry has scheme `sparse`:
               element 8*j + i of the flattened weight is kept
   NAME        the kept values, in row-major order, as a 1-D tensor
 
-A float weight keeps its dtype (`inner` is null). The INT8 codes of a quantized weight can be stored
-the same way (`inner` holds the INT8 entry's metadata; its scale is stored as usual). INT4 codes are
-packed two per byte already and stay dense.
+A float weight keeps its dtype (`inner` is null). The INT8 codes of a quantized weight, and a weight
+rounded to bf16 or fp16, can be stored the same way (`inner` holds the INT8 or 16-bit entry's
+metadata; an INT8 scale is stored as usual). INT4 codes are packed two per byte already and stay dense.
 
 The bitmask costs one bit per element whatever the sparsity; a list of 16-bit indices would cost 16
 bits per kept element, so the bitmask is the smaller layout whenever more than 1/16 of the weights
@@ -86,7 +86,8 @@ class SparseCodec:
         stored = shape_field(meta, "stored_shape", name, where)
         dtype_field(meta, "dtype", name, where, FLOAT_DTYPES)
         inner = meta.get("inner")
-        stored_dtypes = ("int8",) if inner else FLOAT_DTYPES
+        sixteen = isinstance(inner, dict) and inner.get("scheme") in ("bf16", "fp16")
+        stored_dtypes = ("int8",) if inner and not sixteen else FLOAT_DTYPES
         dtype_field(meta, "stored_dtype", name, where, stored_dtypes)
         nnz = meta.get("nnz", 0)
         if not is_count(nnz) or nnz > math.prod(stored):
@@ -95,9 +96,17 @@ class SparseCodec:
             if stored != shape:
                 raise corrupt(where, name, f"stores shape {list(stored)} for a weight of shape {list(shape)}")
             return
-        if not isinstance(inner, dict) or inner.get("scheme") != "int8":
-            raise corrupt(where, name, "has an inner encoding that is not int8")
+        if not isinstance(inner, dict) or inner.get("scheme") not in ("int8", "bf16", "fp16"):
+            raise corrupt(where, name, "has an inner encoding that is not int8, bf16 or fp16")
         _inner_codec(inner, name).check_meta(name, inner, where)
+        if sixteen:
+            want = {"bf16": "bfloat16", "fp16": "float16"}[inner["scheme"]]
+            if stored != shape or list(shape) != list(inner["shape"]) or meta["stored_dtype"] != want:
+                what = f"{meta['stored_dtype']} {list(stored)}"
+                raise corrupt(
+                    where, name, f"stores {what} for a {inner['scheme']} weight of shape {list(shape)}"
+                )
+            return
         rows, cols = inner["shape"][0], math.prod(inner["shape"][1:])
         if stored != (rows, cols) or list(shape) != list(inner["shape"]):
             raise corrupt(where, name, f"stores shape {list(stored)} for int8 codes of shape {[rows, cols]}")
@@ -133,16 +142,20 @@ def densify(
 
 
 def _inner_codec(inner: dict, name: str):
-    """The codec of the encoding inside a sparse weight: INT8 codes only (INT4 is packed already)."""
+    """The codec of the encoding inside a sparse weight: INT8 codes or a 16-bit weight (INT4 is packed
+    already)."""
+    from compress.formats.float16 import Float16Tensor
     from compress.formats.quantized import QuantizedTensor
 
-    if inner.get("scheme") != "int8":
+    codec = {"int8": QuantizedTensor, "bf16": Float16Tensor, "fp16": Float16Tensor}.get(inner.get("scheme"))
+    if codec is None:
         raise BadInput(f"sparse weight '{name}': unsupported inner encoding '{inner.get('scheme')}'.")
-    return QuantizedTensor
+    return codec
 
 
 def sparsify_state(tensors: dict, encoded: dict[str, dict]) -> tuple[dict, dict[str, dict]]:
-    """Re-encode, in place of their dense form, the float weights and INT8 codes that are mostly zeros.
+    """Re-encode, in place of their dense form, the float weights, INT8 codes and 16-bit weights that
+    are mostly zeros.
 
     Decided by content, so a pruned weight stays small after any later pass or a reload, and the
     encoding is exact: decoding gives back the very same tensor.
@@ -152,8 +165,8 @@ def sparsify_state(tensors: dict, encoded: dict[str, dict]) -> tuple[dict, dict[
     for name, tensor in tensors.items():
         meta = encoded.get(name)
         plain_float = meta is None and tensor.is_floating_point()
-        int8_codes = meta is not None and meta.get("scheme") == "int8"
-        if (plain_float or int8_codes) and worth_storing_sparse(tensor):
+        encoded_dense = meta is not None and meta.get("scheme") in ("int8", "bf16", "fp16")
+        if (plain_float or encoded_dense) and worth_storing_sparse(tensor):
             parts, sparse_meta = SparseCodec.encode(name, tensor, meta)
             out.update(parts)
             encoded[name] = sparse_meta

@@ -7,13 +7,17 @@ Where the OpenVINO model comes from (`convert_module`):
   static INT8 layers become u8 x i8 FullyConnected kernels, INT4 (MatMulNBits) 4-bit compressed
   weights, quantized embeddings int8 / int4 tables gathered then rescaled;
 - a float model (pruned, distilled): its float ONNX export;
+- a bf16 / fp16 model: the float ONNX export of compress.precision.float32_twin (its 16-bit weights
+  widened exactly), compiled with the 16-bit inference precision compress.precision.precision_hint
+  gives (the evaluator does; an IR's reader chooses its own). An fp16 model's IR stores its weights
+  as float16 (exact); a bf16 model's as float32 (save_model has no bf16 compression);
 - a folder holding only a graph (a backend's model.onnx): that graph.
 
 Refused (`refusal`): INT8 with dynamic activations (OpenVINO reads the MatMulIntegerToFloat graph
 faithfully but runs it as float matmuls on decompressed int8 weights after float-emulated rounding:
 no integer kernel, slower than float) and INT8 weight-only (no faster OpenVINO kernel on batches).
 
-The IR keeps float weights in float32 (save_model's compress_to_fp16=False): FP16 would round them
+The IR keeps float weights in float32 (save_model's compress_to_fp16=half): FP16 would round them
 and the outputs would differ from torch's by more than float rounding. The IR's rt_info carries
 runtime_options DYNAMIC_QUANTIZATION_GROUP_SIZE 0, which OpenVINO applies when it compiles the model;
 it does not apply an inference precision from there, so compile with INFERENCE_PRECISION_HINT f32
@@ -86,8 +90,14 @@ def convert_module(module, sample: Any, workdir: Path):
     from compress.onnx.export import export_onnx
     from compress.onnx.integer import export_integer_onnx
     from compress.openvino.core import require
+    from compress.precision import float32_twin, scheme_of_module
     from compress.qmodules import _QuantizedWeight
 
+    scheme = scheme_of_module(module)
+    if scheme is not None:  # OpenVINO rounds to the 16-bit precision it is compiled with
+        graph = export_onnx(float32_twin(module), sample, workdir)
+        how = f"a float32 ONNX export of its {scheme} weights, widened exactly"
+        return require().convert_model(str(graph.path)), how
     if any(isinstance(m, _QuantizedWeight) for m in module.modules()):
         _, activations = quantization(module)
         export_integer_onnx(module, sample, workdir / "model.onnx", activations, form="qdq")
@@ -115,6 +125,7 @@ def export_ir(folder: Path, samples: Callable[[Any], tuple[Any, list[Any]]]) -> 
     with, and more to check on: compress.onnx.samples.export_samples); returns the XML's path."""
     from compress.model import load
     from compress.openvino.core import compile_model, require
+    from compress.precision import scheme_of_module
 
     model = load(folder)
     if not model.runnable:
@@ -131,12 +142,14 @@ def export_ir(folder: Path, samples: Callable[[Any], tuple[Any, list[Any]]]) -> 
             ov_model, source = convert_module(model.module, sample, Path(tmp))
             tolerances = tolerance(model.module)
         check_compiled(compile_model(ov_model), model.module, [sample, *checks], IR_NAME, **tolerances)
-        return write_ir(ov_model, Path(folder) / IR_DIR, Path(folder), source)
+        half = not model.onnx_only and scheme_of_module(model.module) == "fp16"
+        return write_ir(ov_model, Path(folder) / IR_DIR, Path(folder), source, half=half)
 
 
-def write_ir(ov_model, out: Path, side_files_from: Path | None, source: str) -> Path:
-    """Save `ov_model` as `out/openvino_model.xml` + `.bin` (float weights kept in float32) with the
-    config and tokenizer files of `side_files_from` beside it, atomically."""
+def write_ir(ov_model, out: Path, side_files_from: Path | None, source: str, half: bool = False) -> Path:
+    """Save `ov_model` as `out/openvino_model.xml` + `.bin` (float weights kept in float32; `half`:
+    stored as float16, exact for an fp16 model's weights) with the config and tokenizer files of
+    `side_files_from` beside it, atomically."""
     from compress._version import __version__
     from compress.checkpoint import atomic_output_dir
     from compress.model import SIDE_FILES
@@ -146,7 +159,7 @@ def write_ir(ov_model, out: Path, side_files_from: Path | None, source: str) -> 
     ov_model.set_rt_info(__version__, ["compress", "version"])
     ov_model.set_rt_info(source, ["compress", "source"])
     with atomic_output_dir(out) as stage:
-        require().save_model(ov_model, str(stage / IR_NAME), compress_to_fp16=False)
+        require().save_model(ov_model, str(stage / IR_NAME), compress_to_fp16=half)
         for name in SIDE_FILES if side_files_from is not None else ():
             src = side_files_from / name
             if src.is_file():

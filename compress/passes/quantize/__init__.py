@@ -7,8 +7,9 @@ MatMulNBits layout), so the result loads back and exports the same way whatever 
 - hqq: HQQ-style refinement of the scales under a robust l_p loss (no data);
 - gptq, awq: calibration data, processed block by block (see blockwise.py, sequential.py).
 The data-free methods work tensor by tensor, so a checkpoint streams through them without being
-built as a model (`ENCODER`); the data-aware ones run on the model, one block at a time. The
-settings of each method are a class of their own (config.py).
+built as a model (`ENCODER`); the data-aware ones run on the model, one block at a time. Schemes
+bf16 and fp16 round weights to 16 bits and stream the same way (float16.py). The settings of each
+method are a class of their own (config.py).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from __future__ import annotations
 import time
 
 from compress.errors import BadInput
+from compress.formats.float16 import Float16Tensor
 from compress.formats.quantized import QuantizedTensor
 from compress.passes.quantize.config import (
     DATA_AWARE,
     AwqConfig,
+    Float16Config,
     GptqConfig,
     Int4Config,
     Int8Config,
@@ -28,11 +31,13 @@ from compress.passes.quantize.config import (
     QuantizeConfig,
     int4_cols_fit,
 )
+from compress.passes.quantize.float16 import FLOAT16, apply_float16
 from compress.registry import PassContext, PassResult, PassSpec
 
 __all__ = [
     "PASS",
     "AwqConfig",
+    "Float16Config",
     "GptqConfig",
     "Int4Config",
     "Int8Config",
@@ -47,6 +52,8 @@ class WeightEncoder:
     in memory and, without building the model, on a checkpoint streamed tensor by tensor."""
 
     def can_stream(self, cfg: QuantizeConfig) -> bool:
+        if isinstance(cfg, Float16Config):
+            return True
         return isinstance(cfg, Int8Config | Int4Config) and not isinstance(cfg, GptqConfig | AwqConfig)
 
     def check(self, names: list[str], cfg: QuantizeConfig) -> None:
@@ -55,6 +62,8 @@ class WeightEncoder:
     def plan(self, names: list[str], shape: tuple[int, ...], cfg: QuantizeConfig) -> str:
         """The scheme of the weight that the layers (or stored weights) `names` own, checked against
         its shape before any data is read."""
+        if isinstance(cfg, Float16Config):
+            return FLOAT16.plan(names, shape, cfg)
         if len(shape) < 2:
             raise BadInput(f"quantize: weight '{names[0]}' has {len(shape)} dimension(s); need at least 2.")
         scheme = cfg.scheme_of(names)
@@ -62,8 +71,12 @@ class WeightEncoder:
             int4_cols_fit(cfg, names[0], shape)
         return scheme
 
-    def encode(self, weight, cfg: QuantizeConfig, scheme: str, name: str | None = None) -> QuantizedTensor:
+    def encode(
+        self, weight, cfg: QuantizeConfig, scheme: str, name: str | None = None
+    ) -> QuantizedTensor | Float16Tensor:
         """`name` names the weight in a refusal of NaN/Inf (see compress.finite)."""
+        if isinstance(cfg, Float16Config):
+            return FLOAT16.encode(weight, cfg, scheme, name)
         from compress.passes.quantize.datafree import quantize_int4_data_free
         from compress.passes.quantize.rtn import quantize_int8
 
@@ -79,6 +92,8 @@ class WeightEncoder:
         """What the pass records about one quantized weight (Artifact.changes), whoever ran it."""
         from compress.passes.quantize.rtn import sqnr_db
 
+        if isinstance(cfg, Float16Config):
+            return FLOAT16.record(weight, qt, cfg, tied)
         method = "rtn" if qt.scheme == "int8" else (cfg.method if cfg.method not in DATA_AWARE else "mse")
         return {**qt.meta(), "method": method, "sqnr_db": sqnr_db(weight, qt.dequantize()), "tied": tied}
 
@@ -92,6 +107,8 @@ def apply(module, cfg: QuantizeConfig, ctx: PassContext) -> PassResult:
     from compress.memory import peak_rss_mb
     from compress.qmodules import _QuantizedWeight
 
+    if isinstance(cfg, Float16Config):
+        return apply_float16(module, cfg, ctx)
     if isinstance(cfg, NncfConfig):
         raise BadInput(
             "quantize.backend nncf: writes an ONNX graph, not a torch model, so it runs only as a "
@@ -221,7 +238,7 @@ PASS = PassSpec(
     config=QuantizeConfig,
     apply=apply,
     summary="INT8 (per channel; weights, or weights and activations) or INT4 (group-wise: rtn, mse, hqq, "
-    "gptq, awq) quantization; or NNCF's",
+    "gptq, awq) quantization; or NNCF's; or BF16/FP16 weights and compute",
     stream=ENCODER,
     deferred=True,
 )
