@@ -143,6 +143,13 @@ class PassConfig(Settings):
         """
         return self.needs_data
 
+    def resolve(self, family: str) -> PassConfig:
+        """These settings made concrete for a model of `family` ("encoder", "causal-lm", "classifier",
+        "module" or "tensors"), before anything runs: a setting whose default depends on the model
+        (INT4's method auto) is replaced by what it resolves to, so the plan, the cache key and the
+        output recipe all name it. Most passes have nothing to resolve."""
+        return self
+
     def accepts_data(self) -> bool:
         """Whether the pass uses calibration samples when they are given even though it does not need
         them (structured pruning traces the model on one and re-estimates batch norms on them)."""

@@ -112,6 +112,7 @@ def plan_run(
     if not recipe.passes:
         raise BadInput("the recipe has no passes.")
     weights, model, recipe = _source(source, recipe)
+    recipe, notes = _resolve(recipe, weights, model)
     samples = None
     if isinstance(data, str | Path):
         recipe = _with_data(recipe, str(data))
@@ -131,7 +132,7 @@ def plan_run(
         step.key = key
         step.folder = root / key if root else None
     _choose_roads(steps, out, recipe.model)
-    return Plan(recipe, weights, model, digest, out, steps, samples)
+    return Plan(recipe, weights, model, digest, out, steps, samples, notes)
 
 
 def _with_data(recipe: Recipe, data: str) -> Recipe:
@@ -199,6 +200,29 @@ def _source(source: Any, recipe: Recipe) -> tuple[Path | None, Any, Recipe]:
             "give the checkpoint's path, or a model built as the recipe says."
         )
     return None, model, recipe.replace(model=model.spec)
+
+
+def _resolve(recipe: Recipe, weights: Path | None, model: Any) -> tuple[Recipe, list[str]]:
+    """Each pass's settings made concrete for the input's model family (PassConfig.resolve: INT4's
+    method auto), with a note for each setting that changed."""
+    if model is not None:
+        family = model.family
+    elif recipe.model is not None:
+        family = "module"
+    else:
+        from compress.model import family_of, load_config
+
+        config = load_config(weights.parent) if weights is not None else None
+        family = family_of(config) if config is not None else "tensors"
+    passes, notes = [], []
+    for i, cfg in enumerate(recipe.passes):
+        resolved = cfg.resolve(family)
+        before, after = cfg.to_dict(), resolved.to_dict()
+        changed = [f"{k} {before[k]} -> {after[k]}" for k in after if k in before and before[k] != after[k]]
+        if changed:
+            notes.append(f"passes[{i}] ({cfg.kind}) on a {family} model: {', '.join(changed)}.")
+        passes.append(resolved)
+    return recipe.replace(passes=passes), notes
 
 
 def _input_key(digest: str, recipe: Recipe) -> str:

@@ -44,7 +44,7 @@ def test_include_and_exclude_globs():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"include": ("decoder.*",)}, "target pattern 'decoder.\\*' matches no linear layer"),
+        ({"include": ("decoder.*",)}, "target pattern 'decoder.\\*' matches no linear/embedding layer"),
         ({"exclude": ("nothing",)}, "exclude pattern 'nothing' matches no"),
         ({"include": ("0",), "exclude": ("0",)}, "select no layer"),
         ({"scheme": "int3"}, "unknown value 'int3'"),
@@ -80,10 +80,10 @@ def test_tied_embedding_is_quantized_only_when_every_owner_is_targeted(tiny_llam
     model = cz.load(tiny_llama)
     m = model.module
     assert m.lm_head.weight is m.model.embed_tokens.weight
-    linear_only = cz.quantize(model).model.module
+    linear_only = cz.quantize(model, embeddings="float").model.module
     assert not isinstance(linear_only.lm_head, QuantLinear)
     assert not isinstance(linear_only.model.embed_tokens, QuantEmbedding)
-    both = cz.quantize(cz.load(tiny_llama), embeddings=True).model.module
+    both = cz.quantize(cz.load(tiny_llama)).model.module  # the default: embedding tables too
     assert isinstance(both.lm_head, QuantLinear) and isinstance(both.model.embed_tokens, QuantEmbedding)
     assert both.lm_head.weight is both.model.embed_tokens.weight  # one stored copy
     ids = torch.randint(0, 50, (2, 12))

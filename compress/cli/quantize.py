@@ -13,6 +13,7 @@ from compress.cli.common import eval_options, evaluation_from_options, handle_er
 from compress.cli.execute import execute, run_options
 from compress.exporters import available_formats
 from compress.passes.quantize.config import (
+    AUTO_METHOD,
     BACKENDS,
     METHODS,
     SCHEMES,
@@ -21,6 +22,26 @@ from compress.passes.quantize.config import (
     Int4Config,
     Int8Config,
 )
+
+
+def _group_text() -> str:
+    sizes = {c.method: c.group_size for c in (Int4Config, GptqConfig, AwqConfig)}
+    own = {m: g for m, g in sizes.items() if g != Int4Config.group_size}
+    return f"{Int4Config.group_size}" + "".join(f"; {m}: {g}" for m, g in own.items())
+
+
+def _symmetry_text() -> str:
+    def word(symmetric: bool) -> str:
+        return "symmetric" if symmetric else "asymmetric"
+
+    own = [c for c in (GptqConfig, AwqConfig) if c.symmetric != Int4Config.symmetric]
+    return word(Int4Config.symmetric) + "".join(f"; {c.method}: {word(c.symmetric)}" for c in own)
+
+
+def _auto_text() -> str:
+    rules = [f"{m} for a {f}" for f, m in AUTO_METHOD.items() if f != "other"]
+    return ", ".join(rules) + f", else {AUTO_METHOD['other']}"
+
 
 # Command-line option -> setting of the method's class; `None` options are left to the class.
 SETTING_OPTIONS = (
@@ -50,20 +71,18 @@ SETTING_OPTIONS = (
 @click.option(
     "--method",
     type=click.Choice(METHODS),
-    default="rtn",
-    show_default=True,
     help="How INT4 codes are chosen. No data: rtn (round to nearest), mse (MSE-optimal clipping), "
-    "hqq (HQQ-style refinement). Calibration data: gptq, awq.",
+    "hqq (HQQ-style refinement). Calibration data: gptq, awq. auto: chosen for the model before "
+    f"anything runs ({_auto_text()}); the plan and the output recipe name the method "
+    f"[default: int8: rtn; int4: {Int4Config.method}].",
 )
+@click.option("--group-size", type=int, help=f"INT4 group size, a power of two [default: {_group_text()}].")
 @click.option(
-    "--group-size", type=int, help=f"INT4 group size, a power of two [default: {Int4Config.group_size}]."
-)
-@click.option(
-    "--asymmetric",
+    "--symmetric/--asymmetric",
     "symmetric",
-    flag_value=False,
     default=None,
-    help="INT4 with a stored zero point per group [default: symmetric].",
+    help="INT4 with an implicit zero point, or a stored one per group "
+    f"[default: {_symmetry_text()}].",
 )
 @click.option(
     "--keep-int8",
@@ -122,7 +141,10 @@ SETTING_OPTIONS = (
     "refusing them [default: off: refused].",
 )
 @click.option(
-    "--embeddings", is_flag=True, help="Quantize embedding tables too (Linear layers only by default)."
+    "--embeddings",
+    type=click.Choice(["int8", "int4", "float"]),
+    help="Embedding tables (and an output head tied to one): int8, int4 (scheme int4 only) or float "
+    f"[default: quantized: int8 per row; with int4, embeddings {Int4Config.embeddings}].",
 )
 @click.option("--include", multiple=True, metavar="GLOB", help="Only layers whose name matches (repeatable).")
 @click.option(
@@ -156,8 +178,9 @@ def quantize(source: str, **opts) -> None:
     """Quantize the weights of SOURCE (a .safetensors file or its folder) and evaluate the result.
 
     \b
-    compress quantize model.safetensors                     # INT8, Linear layers
-    compress quantize model.safetensors --embeddings        # INT8, embeddings too
+    compress quantize model.safetensors                     # INT8, Linear layers and embeddings
+    compress quantize model.safetensors --embeddings float  # INT8, embeddings left float
+    compress quantize model.safetensors --scheme int4       # INT4 (embeddings INT8), method auto
     compress quantize model.safetensors --scheme int4 --group-size 32 -o out/ --json report.json
     compress quantize gemma/ --scheme int4 --method gptq --calib wiki.txt --calib-samples 64
     compress quantize gemma/ --scheme int4 --method awq --keep-int8 'model.layers.0.*'
@@ -199,4 +222,4 @@ def quantize(source: str, **opts) -> None:
     ]
     name = f"{opts['backend']}-{recipe.name}" if opts["backend"] == "nncf" else recipe.name
     recipe = recipe.replace(export=export_steps(exports), evaluation=evaluation_from_options(opts), name=name)
-    execute(recipe, source, opts, command="quantize", describe=recipe.passes[0].describe())
+    execute(recipe, source, opts, command="quantize", describe=None)
