@@ -143,11 +143,12 @@ class PassConfig(Settings):
         """
         return self.needs_data
 
-    def resolve(self, family: str) -> PassConfig:
-        """These settings made concrete for a model of `family` ("encoder", "causal-lm", "classifier",
-        "module" or "tensors"), before anything runs: a setting whose default depends on the model
-        (INT4's method auto) is replaced by what it resolves to, so the plan, the cache key and the
-        output recipe all name it. Most passes have nothing to resolve."""
+    def resolve(self, family: str | None = None) -> PassConfig:
+        """These settings made concrete before anything runs, for this machine and for a model of
+        `family` ("encoder", "causal-lm", "classifier", "module" or "tensors"; None: not known): what
+        they leave to the CPU (INT8's weight bits) or to the model (INT4's method auto) is replaced by
+        what it resolves to, so the plan, the cache key and the output recipe all record the values
+        that ran. The plan calls it once per pass; most passes have nothing to resolve."""
         return self
 
     def accepts_data(self) -> bool:

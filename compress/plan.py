@@ -203,8 +203,9 @@ def _source(source: Any, recipe: Recipe) -> tuple[Path | None, Any, Recipe]:
 
 
 def _resolve(recipe: Recipe, weights: Path | None, model: Any) -> tuple[Recipe, list[str]]:
-    """Each pass's settings made concrete for the input's model family (PassConfig.resolve: INT4's
-    method auto), with a note for each setting that changed."""
+    """Each pass's settings made concrete for this CPU and the input's model family (PassConfig.resolve,
+    the one place it is called: INT8's weight bits, INT4's method auto), with a note for each setting
+    that changed."""
     if model is not None:
         family = model.family
     elif recipe.model is not None:
@@ -220,7 +221,7 @@ def _resolve(recipe: Recipe, weights: Path | None, model: Any) -> tuple[Recipe, 
         before, after = cfg.to_dict(), resolved.to_dict()
         changed = [f"{k} {before[k]} -> {after[k]}" for k in after if k in before and before[k] != after[k]]
         if changed:
-            notes.append(f"passes[{i}] ({cfg.kind}) on a {family} model: {', '.join(changed)}.")
+            notes.append(f"passes[{i}] ({cfg.kind}) for this {family} model and CPU: {', '.join(changed)}.")
         passes.append(resolved)
     return recipe.replace(passes=passes), notes
 
@@ -237,7 +238,8 @@ def _input_key(digest: str, recipe: Recipe) -> str:
 
 
 def _step(index: int, cfg: PassConfig, recipe: Recipe, samples: CalibrationData | None) -> Step:
-    """A pass's effective settings: the calibration it draws filled in when it takes data."""
+    """A pass's effective settings (already resolved by _resolve): the calibration it draws filled in
+    when it takes data."""
     own = getattr(cfg, "calibration", None)
     takes = cfg.uses_data() or (
         cfg.accepts_data() and (recipe.calibration is not None or samples is not None or own is not None)
