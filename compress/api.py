@@ -108,8 +108,9 @@ def quantize(
     otherwise). `embeddings`: None quantizes embedding tables (INT4 keeps them at INT8); "float"
     leaves them float; "int8"/"int4" sets their scheme. The other settings of the method's class
     pass through as keywords (group_size, symmetric, activations, smooth, weight_bits, keep_int8,
-    damp, act_order, clip, backend: see `compress passes` for each with its default). `data` is calibration data (a path or built-in
-    name such as "wiki-train", a tensor or a list of samples) and `calib` its amount
+    damp, act_order, clip, backend: see `compress passes` for each with its default). `data` is
+    calibration data (a path or built-in name such as "wiki-train", a tensor or a list of samples)
+    and `calib` its amount
     ({"samples": 64, "seq_len": 512, "seed": 0}). `export`: formats written on save ("onnx", ...).
 
     Example:

@@ -217,7 +217,7 @@ def _resolve(recipe: Recipe, weights: Path | None, model: Any) -> tuple[Recipe, 
         family = family_of(config) if config is not None else "tensors"
     passes, notes = [], []
     for i, cfg in enumerate(recipe.passes):
-        resolved = cfg.resolve(family)
+        resolved = cfg.resolve(family, recipe.calibration_settings)
         before, after = cfg.to_dict(), resolved.to_dict()
         changed = [f"{k} {before[k]} -> {after[k]}" for k in after if k in before and before[k] != after[k]]
         if changed:

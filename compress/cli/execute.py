@@ -72,8 +72,9 @@ def execute(
     """Plan or run `recipe` on `source` as the options say; print the outcome; exit 1 on a failed gate.
 
     `describe`: the passes in a few words for the outcome line; None: the first pass as the plan
-    resolved it (INT4's method auto named). `opts` holds the run options (run_options) and, for commands with them, the evaluation's
-    (markdown_path, history_path, no_history). Returns the RunResult (None for a dry run).
+    resolved it (INT4's method auto named). `opts` holds the run options (run_options) and, for
+    commands with them, the evaluation's (markdown_path, history_path, no_history). Returns the
+    RunResult (None for a dry run).
     """
     from compress.plan import default_output_dir, plan_run
     from compress.runner import run

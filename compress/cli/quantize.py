@@ -13,6 +13,7 @@ from compress.cli.common import eval_options, evaluation_from_options, handle_er
 from compress.cli.execute import execute, run_options
 from compress.exporters import available_formats
 from compress.passes.quantize.config import (
+    AUTO_CALIBRATION,
     AUTO_METHOD,
     BACKENDS,
     METHODS,
@@ -40,8 +41,9 @@ def _symmetry_text() -> str:
 
 
 def _auto_text() -> str:
+    amount = f"{AUTO_CALIBRATION['samples']} x {AUTO_CALIBRATION['seq_len']}"
     rules = [f"{m} for a {f}" for f, m in AUTO_METHOD.items() if f != "other"]
-    return ", ".join(rules) + f", else {AUTO_METHOD['other']}"
+    return ", ".join(rules) + f" (on at most {amount} tokens of --calib data), else {AUTO_METHOD['other']}"
 
 
 # Command-line option -> setting of the method's class; `None` options are left to the class.
@@ -66,8 +68,8 @@ SETTING_OPTIONS = (
     "--scheme",
     type=click.Choice(SCHEMES),
     default="int8",
-    show_default=True,
-    help="int8: per output channel, symmetric. int4: group-wise.",
+    help="int8: per output channel, symmetric. int4: group-wise [default: int8, or with --target auto "
+    "(the default) what is fastest on this CPU].",
 )
 @click.option(
     "--method",
@@ -82,8 +84,7 @@ SETTING_OPTIONS = (
     "--symmetric/--asymmetric",
     "symmetric",
     default=None,
-    help="INT4 with an implicit zero point, or a stored one per group "
-    f"[default: {_symmetry_text()}].",
+    help=f"INT4 with an implicit zero point, or a stored one per group [default: {_symmetry_text()}].",
 )
 @click.option(
     "--keep-int8",
@@ -107,8 +108,8 @@ SETTING_OPTIONS = (
 @click.option(
     "--weight-bits",
     type=click.Choice(["8", "7"]),
-    help="int8 code range [default: 7 with quantized activations, so ONNX Runtime's AVX2 kernel "
-    "cannot saturate; else 8].",
+    help="int8 code range [default: chosen for this CPU when the run is planned: 7 with quantized "
+    "activations on an x86 CPU without VNNI or AMX, whose u8 x s8 kernel can saturate; else 8].",
 )
 @click.option(
     "--damp",
@@ -131,8 +132,18 @@ SETTING_OPTIONS = (
     help="Calibration data for gptq, awq, static activations, smoothing and NNCF: .txt, .jsonl/.csv "
     "(text column), .npz, or a built-in text [default: wiki-train].",
 )
-@click.option("--calib-samples", type=int, metavar="N", help="Calibration samples [default: 128].")
-@click.option("--calib-seq-len", type=int, metavar="N", help="Tokens per calibration sample [default: 512].")
+@click.option(
+    "--calib-samples",
+    type=int,
+    metavar="N",
+    help=f"Calibration samples [default: 128; method auto: at most {AUTO_CALIBRATION['samples']}].",
+)
+@click.option(
+    "--calib-seq-len",
+    type=int,
+    metavar="N",
+    help=f"Tokens per calibration sample [default: 512; method auto: at most {AUTO_CALIBRATION['seq_len']}].",
+)
 @click.option("--calib-seed", type=int, metavar="N", help="Seed that picks the samples [default: 0].")
 @click.option(
     "--allow-nonfinite",

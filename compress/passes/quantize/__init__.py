@@ -52,7 +52,9 @@ class WeightEncoder:
     def check(self, names: list[str], cfg: QuantizeConfig) -> None:
         cfg.check_layers(names)
 
-    def plan(self, names: list[str], shape: tuple[int, ...], cfg: QuantizeConfig, kind: str | None = None) -> str:
+    def plan(
+        self, names: list[str], shape: tuple[int, ...], cfg: QuantizeConfig, kind: str | None = None
+    ) -> str:
         """The scheme of the weight that the layers (or stored weights) `names` own, checked against
         its shape before any data is read. `kind`: "embedding" when one of them is an embedding table
         (an output head may share it), else the layer type (None: unknown)."""

@@ -34,6 +34,8 @@ BACKENDS = ("compress", "nncf")
 # (benchmarks/defaults.py): a causal LM gets AWQ on the calibration data (the built-in wiki-train
 # text unless the recipe names other data); every other model the data-free round to nearest.
 AUTO_METHOD = {"causal-lm": "awq", "other": "rtn"}
+# The calibration amount method auto draws at most (AWQ on Gemma-3-270M stays within minutes on 2 cores).
+AUTO_CALIBRATION = {"samples": 8, "seq_len": 256}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,7 +150,7 @@ class Int8Config(QuantizeConfig):
             return self.weight_bits
         return self.resolve().weight_bits or 8
 
-    def resolve(self, family: str | None = None) -> Int8Config:
+    def resolve(self, family: str | None = None, calibration: Calibration | None = None) -> Int8Config:
         """weight_bits None made concrete for this CPU (the model's family does not matter)."""
         if self.weight_bits is not None or self.activations == "none":
             return self  # weight-only INT8 has no integer kernel to saturate: 8 bits everywhere
@@ -186,7 +188,7 @@ class Int4Config(QuantizeConfig):
     """
 
     label: ClassVar[str] = "scheme int4 (methods auto, rtn, mse, hqq)"
-    data_use: ClassVar[str] = "none; method auto: calibration for a causal LM (built-in wiki-train by default)"
+    data_use: ClassVar[str] = "none; method auto: calibration for a causal LM (wiki-train by default)"
     scheme: Literal["int4"] = "int4"
     method: Literal["auto", "rtn", "mse", "hqq"] = "auto"
     targets: QuantizeTargets = field(default_factory=QuantizeTargets)
@@ -205,13 +207,18 @@ class Int4Config(QuantizeConfig):
             )
         _check_calibration(self)
 
-    def resolve(self, family: str | None = None) -> QuantizeConfig:
+    def resolve(self, family: str | None = None, calibration: Calibration | None = None) -> QuantizeConfig:
         """Method auto made concrete for a model of `family` (compress.model.Model.family; None: an
-        unknown model, which takes AUTO_METHOD's "other")."""
+        unknown model, AUTO_METHOD's "other"). A data-aware method chosen so calibrates on
+        `calibration` (the recipe's) cut to at most AUTO_CALIBRATION's amount."""
         if self.method != "auto":
             return self
         method = AUTO_METHOD.get(family or "other", AUTO_METHOD["other"])
         shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(Int4Config) if f.name != "method"}
+        if method in DATA_AWARE:
+            base = calibration or Calibration()
+            amount = {k: min(getattr(base, k), v) for k, v in AUTO_CALIBRATION.items()}
+            shared["calibration"] = dataclasses.replace(base, **amount)
         return method_class({"scheme": "int4", "method": method}, "quantize")(method=method, **shared)
 
     def scheme_of(self, names: list[str], table: bool = False) -> str:
