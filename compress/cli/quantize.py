@@ -154,9 +154,12 @@ SETTING_OPTIONS = (
 )
 @click.option(
     "--embeddings",
-    type=click.Choice(["int8", "int4", "float"]),
-    help="Embedding tables (and an output head tied to one): int8, int4 (scheme int4 only) or float "
-    f"[default: quantized: int8 per row; with int4, embeddings {Int4Config.embeddings}].",
+    type=click.Choice(["int8", "int4", "float", "scheme"]),
+    is_flag=False,
+    flag_value="scheme",
+    help="Embedding tables (and an output head tied to one): int8, int4 (scheme int4 only), float, or "
+    "scheme (also --embeddings alone): the pass's own scheme [default: quantized: int8 per row, also "
+    f"in an int4 run (embeddings {Int4Config.embeddings})].",
 )
 @click.option("--include", multiple=True, metavar="GLOB", help="Only layers whose name matches (repeatable).")
 @click.option(
@@ -229,7 +232,7 @@ def quantize(source: str, **opts) -> None:
     recipe = quantize_recipe(
         opts["scheme"],
         method=opts["method"],
-        embeddings=opts["embeddings"],
+        embeddings=True if opts["embeddings"] == "scheme" else opts["embeddings"],
         include=opts["include"] or ("*",),
         exclude=opts["exclude"],
         **settings,
