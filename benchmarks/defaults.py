@@ -191,7 +191,7 @@ def render(state: dict) -> str:
             "```",
             "",
         ]
-        md += [f"Note: {note}" for note in g.get("notes", [])] + [""]
+        md += [f"- {note}" for note in g.get("notes", [])] + [""]
     elif "float_ppl" in g:
         md += [f"float32 perplexity {g['float_ppl']:.2f}; the INT4 row was not measured.", ""]
     return "\n".join(md) + "\n"
