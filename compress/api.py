@@ -90,8 +90,8 @@ def quantize(
     model: Any,
     scheme: str = "int8",
     *,
-    method: str = "rtn",
-    embeddings: bool | None = None,
+    method: str | None = None,
+    embeddings: str | bool | None = None,
     include: tuple[str, ...] = ("*",),
     exclude: tuple[str, ...] = (),
     data: Any = None,
@@ -103,18 +103,19 @@ def quantize(
     """Quantize a model and return the Artifact (in memory; `.save(dir)` writes it).
 
     `model` is a path, a `Model` or a `torch.nn.Module` (copied, never changed in place).
-    `scheme` int8, int4, bf16 or fp16; `method`: rtn, mse, hqq (no data) or gptq, awq (calibration data);
-    `embeddings`: quantize embedding tables too (None: the scheme's default, no for int8 and int4,
-    yes for bf16 and fp16, which also round convolutions);
-    the other settings of the method's class pass through as keywords (group_size, symmetric,
-    activations, smooth, weight_bits, keep_int8, damp, act_order, clip, backend: see
-    `compress passes` for each with its default). `data` is calibration data (a path or built-in
-    name such as "wiki-train", a tensor or a list of samples) and `calib` its amount
+    `scheme` int8, int4, bf16 or fp16; `method`: rtn, mse, hqq (no data), gptq, awq (calibration
+    data), or None: the scheme's default (int8, bf16, fp16: rtn; int4: auto, which picks awq for a
+    causal LM and rtn otherwise). `embeddings`: None quantizes embedding tables (INT4 keeps them at
+    INT8; bf16/fp16 also round convolutions); "float" leaves them float; "int8"/"int4" sets their
+    scheme. The other settings of the method's class pass through as keywords (group_size,
+    symmetric, activations, smooth, bias_correction, weight_bits, keep_int8, damp, act_order, clip,
+    backend: see `compress passes` for each with its default). `data` is calibration data (a path or
+    built-in name such as "wiki-train", a tensor or a list of samples) and `calib` its amount
     ({"samples": 64, "seq_len": 512, "seed": 0}). `export`: formats written on save ("onnx", ...).
 
     Example:
         >>> import compress as cz
-        >>> int8 = cz.quantize("model.safetensors", scheme="int8", embeddings=True)   # doctest: +SKIP
+        >>> int8 = cz.quantize("model.safetensors", scheme="int8", embeddings="float")  # doctest: +SKIP
         >>> int8.save("out/int8")                                                     # doctest: +SKIP
         >>> int4 = cz.quantize("gemma", "int4", method="gptq", data="wiki-train",
         ...                    calib={"samples": 64, "seq_len": 512})                 # doctest: +SKIP
@@ -129,22 +130,26 @@ def quantize(
 def quantize_recipe(
     scheme: str = "int8",
     *,
-    method: str = "rtn",
-    embeddings: bool | None = None,
+    method: str | None = None,
+    embeddings: str | bool | None = None,
     include: tuple[str, ...] = ("*",),
     exclude: tuple[str, ...] = (),
     **settings: Any,
 ) -> Recipe:
     """A one-pass recipe from the keywords of `quantize` (and the options of `compress quantize`).
-    `embeddings` None: the scheme's own default types (bf16/fp16: Linear, Embedding, Conv)."""
-    from compress.passes.quantize.config import FLOAT16_SCHEMES, QuantizeConfig
 
-    targets: dict[str, Any] = {"include": list(include) or ["*"], "exclude": list(exclude)}
-    if embeddings is not None or scheme not in FLOAT16_SCHEMES:
-        targets["types"] = ["linear", "embedding"] if embeddings else ["linear"]
-    given = {k: v for k, v in settings.items() if v is not None}
-    cfg = QuantizeConfig.from_dict({"scheme": scheme, "method": method, "targets": targets, **given})
-    return Recipe(passes=[cfg], name=cfg.scheme if cfg.method == "rtn" else f"{cfg.scheme}-{cfg.method}")
+    `method` None: the scheme's default (int8: rtn; int4: auto). `embeddings`: None, the defaults
+    (embedding tables quantized; INT4 stores them at INT8); "float" (or False) leaves them float;
+    "int8" or "int4" is their scheme; True quantizes them at the pass's own scheme."""
+    from compress.passes.quantize.config import QuantizeConfig, embedding_settings
+
+    targets = {"include": list(include) or ["*"], "exclude": list(exclude)}
+    given = {k: v for k, v in {**settings, "method": method}.items() if v is not None}
+    given.update(embedding_settings(embeddings, scheme, given.get("backend", "compress")))
+    targets.update(given.pop("targets", {}))
+    cfg = QuantizeConfig.from_dict({"scheme": scheme, "targets": targets, **given})
+    name = cfg.scheme if cfg.method in ("rtn", "auto") else f"{cfg.scheme}-{cfg.method}"
+    return Recipe(passes=[cfg], name=name)
 
 
 def prune(

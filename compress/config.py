@@ -143,9 +143,13 @@ class PassConfig(Settings):
         """
         return self.needs_data
 
-    def resolve(self) -> PassConfig:
-        """These settings with what they leave to the machine made concrete for this one (the plan
-        calls it, so the output recipe records the values that ran); the settings themselves by default."""
+    def resolve(self, family: str | None = None, calibration: Any = None) -> PassConfig:
+        """These settings made concrete before anything runs, for this machine and for a model of
+        `family` ("encoder", "causal-lm", "classifier", "module" or "tensors"; None: not known): what
+        they leave to the CPU (INT8's weight bits) or to the model (INT4's method auto, which may
+        take a data-aware method calibrating on `calibration`, the recipe's Calibration) is replaced
+        by what it resolves to, so the plan, the cache key and the output recipe all record the
+        values that ran. The plan calls it once per pass; most passes have nothing to resolve."""
         return self
 
     def accepts_data(self) -> bool:

@@ -79,14 +79,15 @@ def select_checkpoint_tensors(
     file: SafetensorsFile, targets: Targets, where: str, skeleton=None
 ) -> dict[str, str | None]:
     """Stored weight name -> layer type, for the weights all of whose owners are targeted
-    (`skeleton`: the module the checkpoint loads into, when it is the user's own class)."""
+    (`skeleton`: the module the checkpoint loads into, when it is the user's own class). A weight
+    shared by an embedding table and an output head is typed "embedding", whichever comes first."""
     layers = checkpoint_layers(file, skeleton)
     chosen = {(layer.name, layer.weight) for layer in targets.select(layers, where)}
     owners: dict[str, list[Layer]] = defaultdict(list)
     for layer in layers:
         owners[layer.weight].append(layer)
     return {
-        weight: group[0].type
+        weight: "embedding" if any(layer.type == "embedding" for layer in group) else group[0].type
         for weight, group in owners.items()
         if all((layer.name, layer.weight) in chosen for layer in group)
     }

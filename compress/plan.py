@@ -112,6 +112,7 @@ def plan_run(
     if not recipe.passes:
         raise BadInput("the recipe has no passes.")
     weights, model, recipe = _source(source, recipe)
+    recipe, notes = _resolve(recipe, weights, model)
     samples = None
     if isinstance(data, str | Path):
         recipe = _with_data(recipe, str(data))
@@ -131,7 +132,7 @@ def plan_run(
         step.key = key
         step.folder = root / key if root else None
     _choose_roads(steps, out, recipe.model)
-    return Plan(recipe, weights, model, digest, out, steps, samples)
+    return Plan(recipe, weights, model, digest, out, steps, samples, notes)
 
 
 def _with_data(recipe: Recipe, data: str) -> Recipe:
@@ -201,6 +202,30 @@ def _source(source: Any, recipe: Recipe) -> tuple[Path | None, Any, Recipe]:
     return None, model, recipe.replace(model=model.spec)
 
 
+def _resolve(recipe: Recipe, weights: Path | None, model: Any) -> tuple[Recipe, list[str]]:
+    """Each pass's settings made concrete for this CPU and the input's model family (PassConfig.resolve,
+    the one place it is called: INT8's weight bits, INT4's method auto), with a note for each setting
+    that changed."""
+    if model is not None:
+        family = model.family
+    elif recipe.model is not None:
+        family = "module"
+    else:
+        from compress.model import family_of, load_config
+
+        config = load_config(weights.parent) if weights is not None else None
+        family = family_of(config) if config is not None else "tensors"
+    passes, notes = [], []
+    for i, cfg in enumerate(recipe.passes):
+        resolved = cfg.resolve(family, recipe.calibration_settings)
+        before, after = cfg.to_dict(), resolved.to_dict()
+        changed = [f"{k} {before[k]} -> {after[k]}" for k in after if k in before and before[k] != after[k]]
+        if changed:
+            notes.append(f"passes[{i}] ({cfg.kind}) for this {family} model and CPU: {', '.join(changed)}.")
+        passes.append(resolved)
+    return recipe.replace(passes=passes), notes
+
+
 def _input_key(digest: str, recipe: Recipe) -> str:
     """The start of the step keys: the input's hash, and the class it is loaded into (with the hash
     of the file that defines it) when the recipe names one."""
@@ -213,9 +238,8 @@ def _input_key(digest: str, recipe: Recipe) -> str:
 
 
 def _step(index: int, cfg: PassConfig, recipe: Recipe, samples: CalibrationData | None) -> Step:
-    """A pass's effective settings: what it leaves to the machine made concrete, and the calibration
-    it draws filled in when it takes data."""
-    cfg = cfg.resolve()
+    """A pass's effective settings (already resolved by _resolve): the calibration it draws filled in
+    when it takes data."""
     own = getattr(cfg, "calibration", None)
     takes = cfg.uses_data() or (
         cfg.accepts_data() and (recipe.calibration is not None or samples is not None or own is not None)

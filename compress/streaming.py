@@ -46,7 +46,7 @@ def stream_checkpoint(
     spec.stream.check(list(selected), cfg)
     # Every weight's scheme is checked against its shape before any data is read.
     schemes = {
-        name: spec.stream.plan([name], file.tensors[name].shape, cfg)
+        name: spec.stream.plan([name], file.tensors[name].shape, cfg, selected[name])
         for name in selected
         if file.tensors[name].is_float
     }

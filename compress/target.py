@@ -21,7 +21,6 @@ TARGETS = ("auto", "none")
 @dataclass(frozen=True)
 class Target:
     settings: dict[str, Any]  # quantize settings (scheme, activations, weight_bits)
-    embeddings: bool  # quantize the embedding tables too (the exported graph gathers int8 rows)
     exports: list[str] = field(default_factory=list)
     runtime: str = "torch"
     reason: str = ""
@@ -53,7 +52,6 @@ def auto_target(source: str | Path, *, has_module: bool = False, calibration: st
     exports = [rec.format] if rec.format in ("onnx", "openvino") else []
     return Target(
         settings=settings,
-        embeddings=bool(exports),
         exports=exports,
         runtime=rec.runtime,
         reason=f"target auto: {rec.reason}",

@@ -12,8 +12,8 @@ from compress.cli.quantize import SETTING_OPTIONS, quantize
 from compress.passes.quantize.config import QuantizeConfig
 
 # Settings the command fills from other options: scheme/method/backend are choices of their own,
-# targets come from --embeddings/--include/--exclude, calibration from --calib*.
-FROM_OTHER_OPTIONS = {"scheme", "method", "backend", "targets", "calibration"}
+# targets and embeddings come from --embeddings/--include/--exclude, calibration from --calib*.
+FROM_OTHER_OPTIONS = {"scheme", "method", "backend", "targets", "embeddings", "calibration"}
 
 
 def _options() -> dict[str, click.Option]:

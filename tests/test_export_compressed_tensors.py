@@ -42,7 +42,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
 
 def quantize_and_export(models: dict, tmp_path: Path, source: str, settings: dict) -> Path:
-    settings = dict(settings)
+    settings = {"embeddings": "float", **settings}  # the format holds Linear layers only
     if settings.pop("calibrated", False):
         settings.update(data=str(models["calib"]), calib={"samples": 4, "seq_len": 16})
     out = tmp_path / "out"
@@ -231,21 +231,25 @@ def test_packed_tensors_unpack_to_compress_integers(settings, models, tmp_path):
 
 def test_refused_before_any_work_in_one_sentence():
     spec = get_exporter(CT)
-    quantize = cz.Quantize(scheme="int4")
+    linear = cz.Targets()  # the format holds Linear layers only (quantize's default adds embeddings)
+    quantize = cz.Quantize(scheme="int4", targets=linear)
     cases = [
         ([cz.Prune(pattern="2:4"), quantize], "2:4"),
         ([cz.Prune(pattern="unstructured", sparsity=0.5), quantize], "sparse"),
         ([cz.Prune(pattern="neurons", sparsity=0.25), quantize], "config.json"),
-        ([cz.Quantize(scheme="int8", targets=cz.Targets(types=("linear", "embedding")))], "embedding"),
+        ([cz.Quantize(scheme="int8")], "embedding"),
         ([], "quantize pass"),
-        ([cz.Quantize(scheme="int8", activations="static")], "SmoothQuant"),  # smoothing searched by default
+        (
+            [cz.Quantize(scheme="int8", activations="static", targets=linear)],
+            "SmoothQuant",
+        ),  # smoothing searched by default
     ]
     for passes, words in cases:
         with pytest.raises(BadInput, match=words) as caught:
             spec.check(passes, spec.config())
         message = str(caught.value)
         assert "\n" not in message and message.endswith(".") and ". " not in message
-    static = cz.Quantize(scheme="int8", activations="static", smooth=0)
+    static = cz.Quantize(scheme="int8", activations="static", smooth=0, targets=linear)
     spec.check([static], spec.config())  # faithful to compressed-tensors' asymmetric int8: allowed
     excluded = cz.Targets(exclude=("*o_proj", "*down_proj"))
     spec.check([cz.Quantize(scheme="int8", activations="static", targets=excluded)], spec.config())
@@ -254,9 +258,10 @@ def test_refused_before_any_work_in_one_sentence():
 def test_smoothing_that_cannot_be_folded_is_refused_naming_the_layer(models, tmp_path):
     settings = {"scheme": "int8", "activations": "dynamic", "smooth": 0.5}
     out = tmp_path / "out"
-    cz.quantize(
-        models["llama"], data=str(models["calib"]), calib={"samples": 4, "seq_len": 16}, **settings
-    ).save(out)
+    calib = {"samples": 4, "seq_len": 16}
+    cz.quantize(models["llama"], data=str(models["calib"]), calib=calib, embeddings="float", **settings).save(
+        out
+    )
     with pytest.raises(BadInput, match=r"layer 'model\.layers\.0\.mlp\.down_proj' carries SmoothQuant"):
         get_exporter(CT).export(out, get_exporter(CT).config(), None)
     assert not (out / CT).exists()
@@ -264,7 +269,12 @@ def test_smoothing_that_cannot_be_folded_is_refused_naming_the_layer(models, tmp
 
 def test_smoothing_into_a_norm_that_feeds_the_residual_is_refused(models, tmp_path):
     out = tmp_path / "out"
-    settings = {"activations": "dynamic", "smooth": 0.5, "include": ("*query", "*key", "*value")}
+    settings = {
+        "activations": "dynamic",
+        "smooth": 0.5,
+        "include": ("*query", "*key", "*value"),
+        "embeddings": "float",
+    }
     cz.quantize(
         models["bert"], "int8", data=str(models["calib"]), calib={"samples": 4, "seq_len": 16}, **settings
     ).save(out)

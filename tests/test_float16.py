@@ -140,13 +140,13 @@ def test_the_model_in_memory_computes_as_the_loaded_one(tiny_llama, tmp_path):
 
 
 def test_the_cli_rounds_embeddings_by_default_for_16_bit_schemes(tiny_bert, tmp_path):
-    """--scheme bf16 alone is the half-size file (embeddings too); int8 alone stays Linear only."""
+    """--scheme bf16 alone is the half-size file (embeddings too), as int8 stores them at INT8."""
     for scheme in ("bf16", "int8"):
         out = tmp_path / scheme
         result = cli("quantize", str(tiny_bert), "--scheme", scheme, "-o", str(out), "--no-eval", "-q")
         assert result.exit_code == 0, result.output
         table = SafetensorsFile(out / "model.safetensors").tensors["embeddings.word_embeddings.weight"]
-        assert table.dtype == ("BF16" if scheme == "bf16" else "F32")
+        assert table.dtype == ("BF16" if scheme == "bf16" else "I8")
     table = "embeddings.word_embeddings.weight"
     assert table in cz.quantize(tiny_bert, "bf16").changes
     assert table not in cz.quantize(tiny_bert, "bf16", embeddings=False).changes
@@ -154,12 +154,12 @@ def test_the_cli_rounds_embeddings_by_default_for_16_bit_schemes(tiny_bert, tmp_
 
 def test_layers_left_out_stay_float32_and_compute_in_float32(tiny_bert, tmp_path):
     out = tmp_path / "o"
-    result = cli("quantize", str(tiny_bert), "--scheme", "bf16", "--no-embeddings", "--exclude",
+    result = cli("quantize", str(tiny_bert), "--scheme", "bf16", "--embeddings", "float", "--exclude",
                  "pooler.dense", "-o", str(out), "--no-eval", "-q")  # fmt: skip
     assert result.exit_code == 0, result.output
     stored = SafetensorsFile(out / "model.safetensors").tensors
     assert stored["pooler.dense.weight"].dtype == "F32"
-    assert stored["embeddings.word_embeddings.weight"].dtype == "F32"  # --no-embeddings
+    assert stored["embeddings.word_embeddings.weight"].dtype == "F32"  # --embeddings float
     model = cz.load(out)
     seen = {}
     model.module.pooler.dense.register_forward_pre_hook(lambda m, a: seen.update(arg=a[0].dtype))
@@ -207,7 +207,7 @@ def test_the_streaming_road_and_the_memory_road_write_the_same_file(tiny_llama, 
         "-q",
     )
     cz.quantize(tiny_llama, "bf16", embeddings=True).save(tmp_path / "b")  # in memory
-    for door, targets in (("c", ", targets: {types: [linear, embedding]}"), ("d", "")):
+    for door, targets in (("c", ", targets: {types: [linear, embedding, conv]}"), ("d", "")):
         yaml = tmp_path / f"{door}.yaml"
         yaml.write_text(f"version: 1\npasses:\n  - {{kind: quantize, scheme: bf16{targets}}}\n")
         result = cli(

@@ -76,7 +76,7 @@ def test_cli_static_export_with_embeddings_shrinks_the_graph(tiny_bert, tmp_path
     calib = tmp_path / "calib.txt"
     calib.write_text(" ".join(["the team will send the report by email today, please check the list"] * 40))
     sizes = {}
-    for name, extra in (("linear", []), ("embeddings", ["--embeddings"])):
+    for name, extra in (("linear", ["--embeddings", "float"]), ("embeddings", [])):
         out = tmp_path / name
         args = ["quantize", str(tiny_bert), "--activations", "static", "--onnx-format", "qdq", *extra]
         args += ["--calib", str(calib), "--calib-samples", "4", "--calib-seq-len", "16"]
@@ -87,6 +87,6 @@ def test_cli_static_export_with_embeddings_shrinks_the_graph(tiny_bert, tmp_path
         float_tables = [
             i for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT and i.dims == [115, 64]
         ]
-        assert bool(float_tables) == (name == "linear")  # the 115-word table stays float without --embeddings
+        assert bool(float_tables) == (name == "linear")  # the 115-word table stays float with --embeddings float
     # The word, position and token-type tables (115 + 160 + 2 rows of 64) go from 4 bytes a value to 1.
     assert sizes["linear"] - sizes["embeddings"] > 0.7 * (115 + 160 + 2) * 64 * 3

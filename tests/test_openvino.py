@@ -125,10 +125,12 @@ def test_ir_of_static_int8_agrees_with_torch_and_holds_the_stored_codes(static_b
         for op in ir.get_ops()
         if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8
     }
-    stored = {
-        m.weight.numpy().T.copy().tobytes() for m in model.module.modules() if isinstance(m, QuantLinear)
-    }
-    assert len(in_ir) == LINEARS and in_ir <= stored  # the checkpoint's integers, not re-quantized
+    modules = list(model.module.modules())
+    stored = {m.weight.numpy().T.copy().tobytes() for m in modules if isinstance(m, QuantLinear)}
+    stored |= {m.weight.numpy().tobytes() for m in modules if isinstance(m, QuantEmbedding)}
+    tables = sum(isinstance(m, QuantEmbedding) for m in modules)
+    assert tables == 3  # word, position and token type: INT8 by default
+    assert len(in_ir) == LINEARS + tables and in_ir <= stored  # the checkpoint's integers, not re-quantized
     assert integer_kernels(precisions(compile_model(xml))) == LINEARS
     report = evaluate(folder, static_bert, task="fidelity")  # the evaluator runs the IR it finds
     assert report.latency_row("cpu", "openvino")["openvino"]["candidate"]["source"] == "ir"

@@ -44,7 +44,7 @@ def test_include_and_exclude_globs():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"include": ("decoder.*",)}, "target pattern 'decoder.\\*' matches no linear layer"),
+        ({"include": ("decoder.*",)}, "target pattern 'decoder.\\*' matches no linear/embedding layer"),
         ({"exclude": ("nothing",)}, "exclude pattern 'nothing' matches no"),
         ({"include": ("0",), "exclude": ("0",)}, "select no layer"),
         ({"scheme": "int3"}, "unknown value 'int3'"),
@@ -80,11 +80,58 @@ def test_tied_embedding_is_quantized_only_when_every_owner_is_targeted(tiny_llam
     model = cz.load(tiny_llama)
     m = model.module
     assert m.lm_head.weight is m.model.embed_tokens.weight
-    linear_only = cz.quantize(model).model.module
+    linear_only = cz.quantize(model, embeddings="float").model.module
     assert not isinstance(linear_only.lm_head, QuantLinear)
     assert not isinstance(linear_only.model.embed_tokens, QuantEmbedding)
-    both = cz.quantize(cz.load(tiny_llama), embeddings=True).model.module
+    both = cz.quantize(cz.load(tiny_llama)).model.module  # the default: embedding tables too
     assert isinstance(both.lm_head, QuantLinear) and isinstance(both.model.embed_tokens, QuantEmbedding)
     assert both.lm_head.weight is both.model.embed_tokens.weight  # one stored copy
     ids = torch.randint(0, 50, (2, 12))
     assert_similar(both(input_ids=ids).logits, m(input_ids=ids).logits, min_cosine=0.995)
+
+
+def test_int4_keeps_embedding_tables_at_int8_by_default(tiny_bert):
+    """The default (as NNCF's INT4): Linear layers INT4, embedding tables INT8 per row."""
+    q = cz.quantize(tiny_bert, "int4", group_size=16).model.module
+    assert q.embeddings.word_embeddings.scheme == "int8"
+    assert q.encoder.layer[0].attention.self.query.scheme == "int4"
+    all_int4 = cz.quantize(tiny_bert, "int4", group_size=16, embeddings="int4").model.module
+    assert all_int4.embeddings.word_embeddings.scheme == "int4"
+    linear_only = cz.quantize(tiny_bert, "int4", group_size=16, embeddings="float").model.module
+    assert not isinstance(linear_only.embeddings.word_embeddings, QuantEmbedding)
+    assert isinstance(linear_only.encoder.layer[0].attention.self.query, QuantLinear)
+
+
+def test_embeddings_option_values():
+    from compress.api import quantize_recipe
+
+    assert quantize_recipe("int4").passes[0].targets.types == ("linear", "embedding")
+    assert quantize_recipe("int4").passes[0].embeddings == "int8"
+    assert quantize_recipe("int4", embeddings=True).passes[0].embeddings == "int4"  # the pass's scheme
+    assert quantize_recipe("int8").passes[0].targets.types == ("linear", "embedding")
+    assert quantize_recipe("int8", embeddings="float").passes[0].targets.types == ("linear",)
+    with pytest.raises(BadInput, match="needs scheme int4"):
+        quantize_recipe("int8", embeddings="int4")
+
+
+def test_int4_method_auto_is_awq_for_a_causal_lm_and_rtn_otherwise(tiny_llama, tiny_bert):
+    from compress.api import quantize_recipe
+    from compress.calibration import Calibration
+    from compress.passes.quantize.config import AUTO_CALIBRATION, AwqConfig, Int4Config
+    from compress.plan import plan_run
+
+    recipe = quantize_recipe("int4")
+    assert recipe.passes[0].method == "auto"
+    llm = plan_run(recipe, tiny_llama, cache=None)
+    cfg = llm.recipe.passes[0]  # the plan, the cache key and the output recipe name the method
+    assert isinstance(cfg, AwqConfig) and cfg.calibration.data == "wiki-train"
+    assert (cfg.calibration.samples, cfg.calibration.seq_len) == tuple(AUTO_CALIBRATION.values())
+    assert any("method auto -> awq" in note for note in llm.notes)
+    encoder = plan_run(recipe, tiny_bert, cache=None).recipe.passes[0]
+    assert type(encoder) is Int4Config and encoder.method == "rtn"
+    # Data the recipe names is kept; its amount is cut to auto's at most.
+    mine = Calibration(data="mine.txt", samples=4, seq_len=1024, seed=3)
+    resolved = Int4Config().resolve("causal-lm", mine)
+    assert resolved.calibration == Calibration(data="mine.txt", samples=4, seq_len=256, seed=3)
+    assert Int4Config(method="hqq").resolve("causal-lm") == Int4Config(method="hqq")
+    assert Int4Config().resolve(None).method == "rtn"

@@ -111,7 +111,7 @@ def test_no_cache_keeps_nothing(tiny_bert, tmp_path):
 @pytest.mark.parametrize(
     ("passes", "expected"),
     [
-        ("  - {kind: quantize, targets: {include: ['*nothing*']}}\n", "matches no linear layer"),
+        ("  - {kind: quantize, targets: {include: ['*nothing*']}}\n", "matches no linear/embedding layer"),
         ("  - {kind: quantize, sheme: int4}\n", "line 3: passes[0]: unknown setting 'sheme'"),
     ],
 )

@@ -66,11 +66,15 @@ def run_options(fn: Callable) -> Callable:
     return fn
 
 
-def execute(recipe, source: str, opts: dict, *, command: str, device: str = "cpu", describe: str = "") -> Any:
+def execute(
+    recipe, source: str, opts: dict, *, command: str, device: str = "cpu", describe: str | None = ""
+) -> Any:
     """Plan or run `recipe` on `source` as the options say; print the outcome; exit 1 on a failed gate.
 
-    `opts` holds the run options (run_options) and, for commands with them, the evaluation's
-    (markdown_path, history_path, no_history). Returns the RunResult (None for a dry run).
+    `describe`: the passes in a few words for the outcome line; None: the first pass as the plan
+    resolved it (INT4's method auto named). `opts` holds the run options (run_options) and, for
+    commands with them, the evaluation's (markdown_path, history_path, no_history). Returns the
+    RunResult (None for a dry run).
     """
     from compress.plan import default_output_dir, plan_run
     from compress.runner import run
@@ -101,6 +105,8 @@ def execute(recipe, source: str, opts: dict, *, command: str, device: str = "cpu
     )
     if opts.get("save_recipe"):
         write_text(opts["save_recipe"], result.plan.recipe.to_yaml())
+    if describe is None:
+        describe = result.plan.recipe.passes[0].describe()
     _print_outcome(result, opts, describe)
     return result
 
@@ -158,6 +164,8 @@ def print_plan(plan) -> None:
     for row in plan.rows():
         table.add_row(*row)
     stderr.print(table)
+    for note in plan.notes:
+        stderr.print(f"note: {escape(note)}")
     for step in plan.recipe.export:
         stderr.print(f"export: {step.describe()}")
     e = plan.recipe.evaluation

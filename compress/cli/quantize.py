@@ -13,6 +13,8 @@ from compress.cli.common import eval_options, evaluation_from_options, handle_er
 from compress.cli.execute import execute, run_options
 from compress.exporters import available_formats
 from compress.passes.quantize.config import (
+    AUTO_CALIBRATION,
+    AUTO_METHOD,
     BACKENDS,
     METHODS,
     SCHEMES,
@@ -40,6 +42,27 @@ class SmoothStrength(click.ParamType):
 
 SMOOTH = SmoothStrength()
 
+
+def _group_text() -> str:
+    sizes = {c.method: c.group_size for c in (Int4Config, GptqConfig, AwqConfig)}
+    own = {m: g for m, g in sizes.items() if g != Int4Config.group_size}
+    return f"{Int4Config.group_size}" + "".join(f"; {m}: {g}" for m, g in own.items())
+
+
+def _symmetry_text() -> str:
+    def word(symmetric: bool) -> str:
+        return "symmetric" if symmetric else "asymmetric"
+
+    own = [c for c in (GptqConfig, AwqConfig) if c.symmetric != Int4Config.symmetric]
+    return word(Int4Config.symmetric) + "".join(f"; {c.method}: {word(c.symmetric)}" for c in own)
+
+
+def _auto_text() -> str:
+    amount = f"{AUTO_CALIBRATION['samples']} x {AUTO_CALIBRATION['seq_len']}"
+    rules = [f"{m} for a {f}" for f, m in AUTO_METHOD.items() if f != "other"]
+    return ", ".join(rules) + f" (on at most {amount} tokens of --calib data), else {AUTO_METHOD['other']}"
+
+
 # Command-line option -> setting of the method's class; `None` options are left to the class.
 SETTING_OPTIONS = (
     "group_size",
@@ -63,26 +86,23 @@ SETTING_OPTIONS = (
     "--scheme",
     type=click.Choice(SCHEMES),
     default="int8",
-    show_default=True,
-    help="int8: per output channel, symmetric. int4: group-wise. bf16, fp16: 16-bit weights and compute.",
+    help="int8: per output channel, symmetric. int4: group-wise. bf16, fp16: 16-bit weights and compute "
+    "[default: int8, or with --target auto (the default) what is fastest on this CPU].",
 )
 @click.option(
     "--method",
     type=click.Choice(METHODS),
-    default="rtn",
-    show_default=True,
     help="How INT4 codes are chosen. No data: rtn (round to nearest), mse (MSE-optimal clipping), "
-    "hqq (HQQ-style refinement). Calibration data: gptq, awq.",
+    "hqq (HQQ-style refinement). Calibration data: gptq, awq. auto: chosen for the model before "
+    f"anything runs ({_auto_text()}); the plan and the output recipe name the method "
+    f"[default: int8: rtn; int4: {Int4Config.method}].",
 )
+@click.option("--group-size", type=int, help=f"INT4 group size, a power of two [default: {_group_text()}].")
 @click.option(
-    "--group-size", type=int, help=f"INT4 group size, a power of two [default: {Int4Config.group_size}]."
-)
-@click.option(
-    "--asymmetric",
+    "--symmetric/--asymmetric",
     "symmetric",
-    flag_value=False,
     default=None,
-    help="INT4 with a stored zero point per group [default: symmetric].",
+    help=f"INT4 with an implicit zero point, or a stored one per group [default: {_symmetry_text()}].",
 )
 @click.option(
     "--keep-int8",
@@ -112,8 +132,8 @@ SETTING_OPTIONS = (
 @click.option(
     "--weight-bits",
     type=click.Choice(["8", "7"]),
-    help="int8 code range [default: 7 with quantized activations, so ONNX Runtime's AVX2 kernel "
-    "cannot saturate; else 8].",
+    help="int8 code range [default: chosen for this CPU when the run is planned: 7 with quantized "
+    "activations on an x86 CPU without VNNI or AMX, whose u8 x s8 kernel can saturate; else 8].",
 )
 @click.option(
     "--damp",
@@ -136,8 +156,18 @@ SETTING_OPTIONS = (
     help="Calibration data for gptq, awq, static activations, smoothing and NNCF: .txt, .jsonl/.csv "
     "(text column), .npz, or a built-in text [default: wiki-train].",
 )
-@click.option("--calib-samples", type=int, metavar="N", help="Calibration samples [default: 128].")
-@click.option("--calib-seq-len", type=int, metavar="N", help="Tokens per calibration sample [default: 512].")
+@click.option(
+    "--calib-samples",
+    type=int,
+    metavar="N",
+    help=f"Calibration samples [default: 128; method auto: at most {AUTO_CALIBRATION['samples']}].",
+)
+@click.option(
+    "--calib-seq-len",
+    type=int,
+    metavar="N",
+    help=f"Tokens per calibration sample [default: 512; method auto: at most {AUTO_CALIBRATION['seq_len']}].",
+)
 @click.option("--calib-seed", type=int, metavar="N", help="Seed that picks the samples [default: 0].")
 @click.option(
     "--allow-nonfinite",
@@ -147,10 +177,13 @@ SETTING_OPTIONS = (
     "refusing them [default: off: refused].",
 )
 @click.option(
-    "--embeddings/--no-embeddings",
-    default=None,
-    help="Quantize embedding tables too [default: int8/int4 no (Linear layers only); bf16/fp16 yes, "
-    "with convolutions].",
+    "--embeddings",
+    type=click.Choice(["int8", "int4", "float", "scheme"]),
+    is_flag=False,
+    flag_value="scheme",
+    help="Embedding tables (and an output head tied to one): int8, int4 (scheme int4 only), float, or "
+    "scheme (also --embeddings alone): the pass's own scheme [default: quantized: int8 per row, also "
+    f"in an int4 run (embeddings {Int4Config.embeddings}); bf16/fp16: in 16 bits, with convolutions].",
 )
 @click.option("--include", multiple=True, metavar="GLOB", help="Only layers whose name matches (repeatable).")
 @click.option(
@@ -195,8 +228,10 @@ def quantize(source: str, **opts) -> None:
     """Quantize the weights of SOURCE (a .safetensors file or its folder) and evaluate the result.
 
     \b
-    compress quantize model.safetensors                     # INT8, Linear layers
-    compress quantize model.safetensors --embeddings        # INT8, embeddings too
+    compress quantize model.safetensors                     # what is fastest on this CPU (--target auto)
+    compress quantize model.safetensors --target none       # INT8 weight-only, Linear layers and embeddings
+    compress quantize model.safetensors --embeddings float  # ... embedding tables left float
+    compress quantize model.safetensors --scheme int4       # INT4 group 128, embeddings INT8, method auto
     compress quantize model.safetensors --scheme int4 --group-size 32 -o out/ --json report.json
     compress quantize gemma/ --scheme int4 --method gptq --calib wiki.txt --calib-samples 64
     compress quantize gemma/ --scheme int4 --method awq --keep-int8 'model.layers.0.*'
@@ -221,7 +256,7 @@ def quantize(source: str, **opts) -> None:
     recipe = quantize_recipe(
         opts["scheme"],
         method=opts["method"],
-        embeddings=opts["embeddings"],
+        embeddings=True if opts["embeddings"] == "scheme" else opts["embeddings"],
         include=opts["include"] or ("*",),
         exclude=opts["exclude"],
         **settings,
@@ -242,7 +277,7 @@ def quantize(source: str, **opts) -> None:
     recipe = recipe.replace(
         export=export_steps(exports), evaluation=evaluation, name=name, description=description
     )
-    execute(recipe, source, opts, command="quantize", describe=recipe.passes[0].describe())
+    execute(recipe, source, opts, command="quantize", describe=None)
 
 
 # Options that say how to quantize: any of them on the command line and --target auto stands aside.
@@ -271,8 +306,6 @@ def _apply_target(source: str, opts: dict) -> str:
     opts["activations"] = target.settings.get("activations")
     bits = target.settings.get("weight_bits")
     opts["weight_bits"] = str(bits) if bits else None
-    if target.embeddings and opts["embeddings"] is None:
-        opts["embeddings"] = True
     opts["export_formats"] = tuple(target.exports)
     if ctx.get_parameter_source("runtimes") not in given:
         opts["runtimes"] = target.runtime  # the headline latency row is the chosen runtime's

@@ -84,8 +84,9 @@ def check(passes: list[Any], cfg: CompressedTensorsExportConfig) -> None:
 
 
 _EMBEDDING_REFUSAL = (
-    "export compressed-tensors cannot hold quantized embedding tables: transformers' compressed-tensors "
-    "loader cannot run them and vLLM quantizes Linear layers only; quantize with targets types [linear]."
+    "export compressed-tensors cannot hold quantized embedding tables (transformers' compressed-tensors "
+    "loader cannot run them and vLLM quantizes Linear layers only), which compress quantizes by default: "
+    "add --embeddings float (a recipe: targets types [linear]; Python: embeddings='float')."
 )
 _CONV_REFUSAL = (
     "export compressed-tensors cannot hold quantized convolutions: the format quantizes Linear layers "

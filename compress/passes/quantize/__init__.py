@@ -59,14 +59,17 @@ class WeightEncoder:
     def check(self, names: list[str], cfg: QuantizeConfig) -> None:
         cfg.check_layers(names)
 
-    def plan(self, names: list[str], shape: tuple[int, ...], cfg: QuantizeConfig) -> str:
+    def plan(
+        self, names: list[str], shape: tuple[int, ...], cfg: QuantizeConfig, kind: str | None = None
+    ) -> str:
         """The scheme of the weight that the layers (or stored weights) `names` own, checked against
-        its shape before any data is read."""
+        its shape before any data is read. `kind`: "embedding" when one of them is an embedding table
+        (an output head may share it), else the layer type (None: unknown)."""
         if isinstance(cfg, Float16Config):
             return FLOAT16.plan(names, shape, cfg)
         if len(shape) < 2:
             raise BadInput(f"quantize: weight '{names[0]}' has {len(shape)} dimension(s); need at least 2.")
-        scheme = cfg.scheme_of(names)
+        scheme = cfg.scheme_of(names, kind == "embedding")
         if scheme == "int4":
             int4_cols_fit(cfg, names[0], shape)
         return scheme
@@ -105,7 +108,7 @@ def apply(module, cfg: QuantizeConfig, ctx: PassContext) -> PassResult:
     """Replace each targeted layer with its quantized form, in place."""
     from compress.layers import select_module_layers
     from compress.memory import peak_rss_mb
-    from compress.qmodules import _QuantizedWeight
+    from compress.qmodules import _QuantizedWeight, module_kind
 
     if isinstance(cfg, Float16Config):
         return apply_float16(module, cfg, ctx)
@@ -127,7 +130,8 @@ def apply(module, cfg: QuantizeConfig, ctx: PassContext) -> PassResult:
     plans = {}
     for names in groups:
         weight = module.get_submodule(names[0]).weight
-        scheme = ENCODER.plan(names, tuple(weight.shape), cfg)
+        table = any(module_kind(module.get_submodule(n)) == "embedding" for n in names)
+        scheme = ENCODER.plan(names, tuple(weight.shape), cfg, "embedding" if table else None)
         plans[names[0]] = {"scheme": scheme, "shape": list(weight.shape)}
     changes: dict[str, dict] = {}
     stats: dict[str, float] = {}

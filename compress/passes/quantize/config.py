@@ -2,7 +2,8 @@
 
 - Int8Config: INT8 per output channel, round to nearest; activations none (weight-only), dynamic
   (per token at run time) or static (calibrated ranges), optionally SmoothQuant;
-- Int4Config: INT4 group-wise by a data-free method: rtn, mse, hqq;
+- Int4Config: INT4 group-wise by a data-free method: rtn, mse, hqq, or `auto`, which the plan
+  resolves for the model's family (AUTO_METHOD) before anything runs;
 - GptqConfig, AwqConfig: INT4 by a data-aware method (calibration data, block by block);
 - NncfConfig: NNCF does the work on the model's ONNX export (compress.backends.nncf);
 - Float16Config: weights rounded to bf16 or fp16, and the layers computing in that dtype.
@@ -24,13 +25,29 @@ from typing import Any, ClassVar, Literal
 from compress.calibration import Calibration
 from compress.config import PassConfig
 from compress.errors import BadInput
-from compress.targets import Targets, matches
+from compress.targets import LayerType, Targets, matches
 
 FLOAT16_SCHEMES = ("bf16", "fp16")
 SCHEMES = ("int8", "int4", *FLOAT16_SCHEMES)
-METHODS = ("rtn", "mse", "hqq", "gptq", "awq")
+METHODS = ("auto", "rtn", "mse", "hqq", "gptq", "awq")
 DATA_AWARE = ("gptq", "awq")
 BACKENDS = ("compress", "nncf")
+# INT4's method auto, by model family (compress.model.Model.family), chosen by measurement
+# (benchmarks/defaults.py): a causal LM gets AWQ on the calibration data (the built-in wiki-train
+# text unless the recipe names other data); every other model the data-free round to nearest.
+AUTO_METHOD = {"causal-lm": "awq", "other": "rtn"}
+# The calibration amount method auto draws at most (AWQ on Gemma-3-270M stays within minutes on 2 cores).
+AUTO_CALIBRATION = {"samples": 8, "seq_len": 256}
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizeTargets(Targets):
+    """The layers INT8 and INT4 quantize unless told otherwise: Linear layers and embedding tables
+    (with an output head tied to one). Quantizing the tables costs nothing measurable at INT8 and
+    is most of the size of a small model (benchmarks/results/defaults.md); `types: [linear]` keeps
+    them float."""
+
+    types: tuple[LayerType, ...] = ("linear", "embedding")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,8 +84,9 @@ class QuantizeConfig(PassConfig):
         _check_keys(settings, target, where or "quantize")
         return target.from_dict(settings, where)
 
-    def scheme_of(self, names: list[str]) -> str:
-        """The scheme of a weight owned by the layers `names`."""
+    def scheme_of(self, names: list[str], table: bool = False) -> str:
+        """The scheme of a weight owned by the layers `names` (`table`: an embedding table, maybe
+        tied to an output head)."""
         return self.scheme
 
     def check_layers(self, names: list[str]) -> None:
@@ -81,7 +99,8 @@ class QuantizeConfig(PassConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class Int8Config(QuantizeConfig):
-    """INT8 weights, symmetric per output channel (round to nearest).
+    """INT8 weights, symmetric per output channel (round to nearest), on Linear layers and embedding
+    tables by default (targets).
 
     activations: none (weight-only), dynamic (quantized per token at run time by the ONNX export's
         integer kernels) or static (one uint8 scale and zero point per layer input, calibrated on
@@ -106,6 +125,7 @@ class Int8Config(QuantizeConfig):
     data_use: ClassVar[str] = "calibration with activations static or smooth"
     scheme: Literal["int8"] = "int8"
     method: Literal["rtn"] = "rtn"
+    targets: QuantizeTargets = field(default_factory=QuantizeTargets)
     activations: Literal["none", "dynamic", "static"] = "none"
     smooth: float | Literal["auto"] | None = None
     bias_correction: bool | None = None
@@ -156,7 +176,8 @@ class Int8Config(QuantizeConfig):
             return self.weight_bits
         return self.resolve().weight_bits or 8
 
-    def resolve(self) -> Int8Config:
+    def resolve(self, family: str | None = None, calibration: Calibration | None = None) -> Int8Config:
+        """weight_bits None made concrete for this CPU (the model's family does not matter)."""
         if self.weight_bits is not None or self.activations == "none":
             return self  # weight-only INT8 has no integer kernel to saturate: 8 bits everywhere
         from compress.hardware import detect
@@ -175,22 +196,32 @@ class Int8Config(QuantizeConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class Int4Config(QuantizeConfig):
-    """INT4 weights, group-wise along the input dimension, by a data-free method.
+    """INT4 weights, group-wise along the input dimension.
 
-    method: rtn (round to nearest), mse (per group, the clipping with the least squared error) or
-        hqq (HQQ-style refinement of the scale under a robust l_p loss).
+    method: auto (the default): the plan picks the method for the model's family before anything
+        runs and the output recipe records it (AUTO_METHOD: awq on the built-in calibration text for
+        a causal LM, rtn otherwise); or a data-free method: rtn (round to nearest), mse (per group,
+        the clipping with the least squared error), hqq (HQQ-style refinement of the scale under a
+        robust l_p loss); gptq and awq have classes of their own.
     group_size: a power of two >= 16 that divides each targeted row (ONNX Runtime's kernels need it).
     symmetric: an implicit zero point (True) or a stored one per group (False).
+    embeddings: the scheme of the embedding tables the targets include (and of an output head tied
+        to one): int8 per row (the default, as NNCF's INT4 does: a fifth of float where INT4 loses
+        accuracy measurably), or int4 group-wise like the Linear layers. Leave the tables float with
+        targets types [linear].
     keep_int8: layer-name globs kept at INT8 (per channel): mixed precision.
     allow_nonfinite: quantize weights holding NaN or Inf (NaN as 0, Inf as the row's largest finite
         magnitude) instead of refusing them.
     """
 
-    label: ClassVar[str] = "scheme int4 (methods rtn, mse, hqq)"
+    label: ClassVar[str] = "scheme int4 (methods auto, rtn, mse, hqq)"
+    data_use: ClassVar[str] = "none; method auto: calibration for a causal LM (wiki-train by default)"
     scheme: Literal["int4"] = "int4"
-    method: Literal["rtn", "mse", "hqq"] = "rtn"
+    method: Literal["auto", "rtn", "mse", "hqq"] = "auto"
+    targets: QuantizeTargets = field(default_factory=QuantizeTargets)
     group_size: int = 128
     symmetric: bool = True
+    embeddings: Literal["int8", "int4"] = "int8"
     keep_int8: tuple[str, ...] = ()
     allow_nonfinite: bool = False
 
@@ -203,8 +234,25 @@ class Int4Config(QuantizeConfig):
             )
         _check_calibration(self)
 
-    def scheme_of(self, names: list[str]) -> str:
-        """INT8 for a weight owned by a layer that keep_int8 names, else INT4."""
+    def resolve(self, family: str | None = None, calibration: Calibration | None = None) -> QuantizeConfig:
+        """Method auto made concrete for a model of `family` (compress.model.Model.family; None: an
+        unknown model, AUTO_METHOD's "other"). A data-aware method chosen so calibrates on
+        `calibration` (the recipe's) cut to at most AUTO_CALIBRATION's amount."""
+        if self.method != "auto":
+            return self
+        method = AUTO_METHOD.get(family or "other", AUTO_METHOD["other"])
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(Int4Config) if f.name != "method"}
+        if method in DATA_AWARE:
+            base = calibration or Calibration()
+            amount = {k: min(getattr(base, k), v) for k, v in AUTO_CALIBRATION.items()}
+            shared["calibration"] = dataclasses.replace(base, **amount)
+        return method_class({"scheme": "int4", "method": method}, "quantize")(method=method, **shared)
+
+    def scheme_of(self, names: list[str], table: bool = False) -> str:
+        """INT8 for an embedding table (`table`, with embeddings int8) or a weight owned by a layer
+        that keep_int8 names, else INT4."""
+        if table and self.embeddings == "int8":
+            return "int8"
         if any(matches(name, pattern) for name in names for pattern in self.keep_int8):
             return "int8"
         return "int4"
@@ -221,6 +269,8 @@ class Int4Config(QuantizeConfig):
     def describe(self) -> str:
         text = f"int4 group {self.group_size}, {'sym' if self.symmetric else 'asym'}, {self.method}"
         text += self.calibration_text()
+        if "embedding" in self.targets.types:
+            text += f", embeddings {self.embeddings}"
         if self.keep_int8:
             text += f", int8: {', '.join(self.keep_int8)}"
         return text
@@ -355,8 +405,8 @@ def method_class(settings: dict[str, Any], where: str) -> type[QuantizeConfig]:
             f"{where}.backend: unknown value '{backend}'{suggest(str(backend), list(BACKENDS))}; "
             f"valid: {', '.join(BACKENDS)}."
         )
-    method = settings.get("method", "rtn")
-    scheme = settings.get("scheme", "int4" if method in ("mse", "hqq", *DATA_AWARE) else "int8")
+    method = settings.get("method") or "rtn"
+    scheme = settings.get("scheme", "int4" if method in ("auto", "mse", "hqq", *DATA_AWARE) else "int8")
     if backend == "nncf":
         if method not in NncfConfig.METHODS:
             raise BadInput(
@@ -408,6 +458,29 @@ def _float16_class(settings: dict[str, Any], scheme: str, method: str, where: st
             f"compute in {scheme}, so activations are {scheme} already."
         )
     return Float16Config
+
+
+def embedding_settings(embeddings: str | bool | None, scheme: str, backend: str = "compress") -> dict:
+    """The settings `--embeddings` (and `quantize(embeddings=...)`) asks for: {} for the defaults;
+    float (or False): the embedding tables left out of the targets; int8 or int4 (True: the pass's
+    own scheme): the embedding tables targeted, at that scheme (bf16/fp16 store them at their own)."""
+    if embeddings is None:
+        return {}
+    own = list(FLOAT16_TYPES) if scheme in FLOAT16_SCHEMES else ["linear", "embedding"]
+    if embeddings is False or embeddings == "float":
+        return {"targets": {"types": [t for t in own if t != "embedding"]}}
+    chosen = scheme if embeddings is True else embeddings
+    if chosen not in SCHEMES:
+        raise BadInput(f"quantize.embeddings: unknown value '{embeddings}'; valid: int8, int4, float.")
+    out: dict[str, Any] = {"targets": {"types": own}}
+    if scheme == "int4" and backend == "compress":
+        out["embeddings"] = chosen
+    elif chosen != scheme:
+        raise BadInput(
+            f"quantize.embeddings: {chosen} needs scheme int4 and backend compress; here the embedding "
+            f"tables take the pass's scheme ({scheme}): give embeddings {scheme} or float."
+        )
+    return out
 
 
 QuantizeConfig.METHOD_CLASSES = (Int8Config, Int4Config, GptqConfig, AwqConfig, NncfConfig, Float16Config)
