@@ -13,6 +13,7 @@ from compress.cli.common import (
     make_progress,
     quiet_option,
 )
+from compress.cli.generation import generation_options
 
 
 @click.command(name="eval")
@@ -24,6 +25,7 @@ from compress.cli.common import (
     help="The checkpoint the candidate is compared with.",
 )
 @eval_options
+@generation_options
 @json_option
 @quiet_option
 @handle_errors
@@ -34,6 +36,7 @@ def eval_command(candidate: str, baseline: str, json_path: str | None, quiet: bo
     compress eval out/model.safetensors --baseline model.safetensors --json report.json
     compress eval out/ --baseline model/ --task classification --data test.jsonl \\
         --runtime torch,onnxruntime --device cpu,cuda --json r.json --markdown r.md
+    compress eval gemma-int4/ --baseline gemma/ --device cpu --prompt-tokens 128 --new-tokens 64
     """
     progress = make_progress(quiet)
     report = evaluate_from_options(candidate, baseline, eval_opts, progress)

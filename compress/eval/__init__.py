@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from compress.errors import BadInput
 from compress.eval.environment import environment
+from compress.eval.generation import GenerationSettings, generation_rows
 from compress.eval.latency import LatencySettings
 from compress.eval.runtimes import OnnxGraphs, check_choices, export_samples, latency_row
 from compress.eval.size import size_section, tensor_errors
@@ -34,6 +35,7 @@ def evaluate(
     latency: LatencySettings | None = None,
     inputs: Any = None,
     task_options: TaskOptions | dict | None = None,
+    generation: GenerationSettings | dict | None = None,
     progress=None,
     history: Any = "default",
 ) -> Report:
@@ -44,6 +46,8 @@ def evaluate(
     `runtimes`: "torch" and/or "onnxruntime" (both models exported to ONNX and checked against
     torch first); `devices`: "cpu" and/or "cuda". An absent one gives an 'unavailable' row.
     `task_options` (a TaskOptions or a dict of its fields): text length, causal-lm window and stride.
+    `generation` (a GenerationSettings or a dict of its fields): time to first token, decode speed and
+    greedy agreement of causal LMs, on by default for them; `{"enabled": False}` skips it.
     `task`: auto, classification, embedding, causal-lm, fidelity, or a Task from eval.tasks.pick_task.
     `progress`: True for plain text progress (fine in a notebook), or a compress.progress.Progress.
     `history`: the compress.history.History the report is appended to, as the CLI does: "default"
@@ -82,6 +86,10 @@ def evaluate(
 
     rows, latency_notes = _latency_rows(cand, base, devices, runtimes, settings, inputs, progress)
     notes += latency_notes
+    if not isinstance(generation, GenerationSettings):
+        generation = GenerationSettings.from_dict(generation, "generation")
+    decoding, decoding_notes = generation_rows(cand, base, devices, runtimes, generation, settings, progress)
+    notes += decoding_notes
     sparsity, compute = structure_sections(cand, base, settings, inputs)
     notes += annotate_latency(rows, compute, sparsity)
     report = Report(
@@ -90,6 +98,7 @@ def evaluate(
         size=size_section(cand, base),
         accuracy=accuracy,
         latency=rows,
+        generation=decoding,
         tensors=tensors,
         sparsity=sparsity,
         compute=compute,
