@@ -25,6 +25,7 @@ from compress.eval.generation import (
 from compress.eval.latency import LatencySettings
 from compress.recipe import Recipe
 from compress.report import Report
+from compress.testing import write_tiny_llama
 
 ONE_THREAD = LatencySettings(threads=1, budget_s=120, warmup=0, min_rounds=1, max_rounds=2)
 SMALL = GenerationSettings(
@@ -66,16 +67,19 @@ def _no_memory(fn):
     return {"peak_rss_mb": 1.0}
 
 
-def test_torch_decoder_generates_what_transformers_generate_does(tiny_llama):
-    model = cz.load(tiny_llama)
+def test_torch_decoder_with_its_cache_equals_greedy_decoding_without_one(tmp_path):
+    # Untied embeddings: a random tied model only repeats its last token, which a broken cache would too.
+    model = cz.load(write_tiny_llama(tmp_path / "llama", tie=False))
     ids = torch.randint(5, 100, (2, 12), generator=torch.Generator().manual_seed(0))
     ticks = iter(range(100))
-    run = torch_decoder(model, "cpu", 1).generate(ids, 7, lambda: float(next(ticks)))
+    run = torch_decoder(model, "cpu", 1).generate(ids, 12, lambda: float(next(ticks)))
+    sequence = ids
     with torch.inference_mode():
-        reference = model.module.generate(
-            input_ids=ids, max_new_tokens=7, min_new_tokens=7, do_sample=False, attention_mask=None
-        )
-    assert torch.equal(run.tokens, reference[:, 12:])
+        for _ in range(12):  # the whole sequence again at every step, no cache, no stop at EOS
+            token = model.module(input_ids=sequence, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
+            sequence = torch.cat([sequence, token], dim=1)
+    assert torch.equal(run.tokens, sequence[:, 12:])
+    assert len(set(run.tokens[0].tolist())) > 3  # a real continuation, not one token repeated
     assert (run.ttft_s, run.total_s) == (1.0, 2.0)  # the clock was read at start, first token, end
 
 
