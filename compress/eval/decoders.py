@@ -91,6 +91,8 @@ DECODERS: dict[str, DecoderFactory] = {"torch": torch_decoder}
 NO_DECODER = {
     "onnxruntime": "no decoder: the evaluator's ONNX export has no KV cache, so each token would rerun "
     "the whole sequence (not what a serving runtime does)",
+    "openvino": "no decoder yet: the evaluator's OpenVINO model is stateless (no KV cache); stateful "
+    "decoding is not built",
 }
 
 

@@ -250,17 +250,20 @@ class Timer:
         s, batch = self.settings, int(self.ids.shape[0])
         if budget.last_round > budget.left():
             return _over_budget(budget, batch, budget.last_round)
+        started = self.clock()
         warm = [d.generate(self.ids, WARMUP_TOKENS, self.clock) for d in (self.base, self.cand)]
         predicted = sum(_predict(g, s.new_tokens) for g in warm)
         base_runs: list[Generated] = []
         cand_runs: list[Generated] = []
         mem: dict = {}
+        stopped_by = "max_rounds"
         if progress:
             progress.start(f"measuring generation at batch {batch}", total=s.max_rounds)
         for round_no in range(s.max_rounds):
             if predicted > budget.left():
+                stopped_by = "budget"
                 break
-            started = self.clock()
+            round_started = self.clock()
             pairs = [(self.base, base_runs, "baseline_"), (self.cand, cand_runs, "")]
             for decoder, runs, prefix in pairs if round_no % 2 == 0 else pairs[::-1]:
                 run = self._run(decoder, runs)
@@ -268,16 +271,18 @@ class Timer:
                     mem.update({prefix + key: value for key, value in self.memory(run).items()})
                 else:
                     run()
-            predicted = budget.last_round = self.clock() - started
+            predicted = budget.last_round = self.clock() - round_started
             if progress:
                 progress.advance()
             if len(base_runs) >= s.min_rounds and _settled(base_runs, cand_runs, target_rel_ci):
+                stopped_by = "converged"
                 break
         if progress:
             progress.done()
         if not base_runs:
             return _over_budget(budget, batch, predicted)
-        return summarize(base_runs, cand_runs, batch, s.new_tokens) | mem
+        spent = {"timing_s": self.clock() - started, "budget_capped": stopped_by == "budget"}
+        return summarize(base_runs, cand_runs, batch, s.new_tokens) | spent | mem
 
     def _run(self, decoder: Decoder, runs: list[Generated]) -> Callable[[], None]:
         return lambda: runs.append(decoder.generate(self.ids, self.settings.new_tokens, self.clock))
