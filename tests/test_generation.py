@@ -216,7 +216,8 @@ def test_generation_can_be_switched_off(tiny_llama):
 @pytest.mark.parametrize(
     "settings, message",
     [
-        ({"new_tokens": 1}, "at least 2"),
+        ({"new_tokens": 1}, "between 2 and"),
+        ({"prompt_tokens": 10**9}, "prompt_tokens must be between 1 and 1,048,576"),
         ({"batch_sizes": []}, "batch_sizes"),
         ({"min_rounds": 5, "max_rounds": 2}, "below min_rounds"),
         ({"new_token": 8}, "did you mean 'new_tokens'"),
@@ -269,7 +270,8 @@ def test_recipe_generation_settings_are_strict_and_round_trip():
 
 def test_cli_eval_options(tiny_llama, tmp_path):
     common = [str(tiny_llama), "--baseline", str(tiny_llama), "--device", "cpu", "--task", "fidelity"]
-    common += ["--threads", "1", "--budget", "60", "--no-history", "-q", "--json", "-"]
+    common += ["--threads", "1", "--budget", "60", "--batch-size", "1", "--seq-len", "16"]
+    common += ["--no-history", "-q", "--json", "-"]
     quick = ["--prompt-tokens", "16", "--new-tokens", "4", "--generate-batch", "2"]
     result = CliRunner().invoke(main, ["eval", *common, *quick], catch_exceptions=False)
     assert result.exit_code == 0, result.output

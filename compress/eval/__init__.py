@@ -85,8 +85,6 @@ def evaluate(
     )
     notes += latency_notes
     notes += budget_notes(rows, settings)
-    if not isinstance(generation, GenerationSettings):
-        generation = GenerationSettings.from_dict(generation, "generation")
     decoding, decoding_notes = generation_rows(cand, base, devices, runtimes, generation, settings, progress)
     notes += decoding_notes
     sparsity, compute = structure_sections(cand, base, settings, inputs)

@@ -30,6 +30,16 @@ from compress.eval.decoders import Clock, Decoder, Generated, decoder_for, missi
 from compress.eval.latency import LatencySettings, Timing, median_ci
 from compress.model import Model
 
+# Upper bounds that catch a typo before it becomes a MemoryError (as LatencySettings has).
+LIMITS = {
+    "prompt_tokens": 1_048_576,
+    "new_tokens": 1_048_576,
+    "agreement_prompts": 1_024,
+    "agreement_tokens": 1_048_576,
+    "min_rounds": 100_000,
+    "max_rounds": 100_000,
+}
+MAX_BATCH = 65_536
 WARMUP_TOKENS = 2  # a short run before timing: allocates caches, and predicts a round's time
 _TEXT_CHARS_PER_TOKEN = 8  # text to tokenize for the prompts: generous, every tokenizer fits
 
@@ -58,18 +68,15 @@ class GenerationSettings(Settings):
     max_rounds: int = 10
 
     def validate(self) -> None:
-        for name in ("prompt_tokens", "agreement_tokens", "min_rounds"):
-            if getattr(self, name) < 1:
-                raise BadInput(f"generation: {name} must be at least 1, got {getattr(self, name)}.")
-        if self.new_tokens < 2:
+        for name, top in LIMITS.items():
+            low = {"agreement_prompts": 0, "new_tokens": 2}.get(name, 1)  # 2: a first token, then decoding
+            value = getattr(self, name)
+            if not low <= value <= top:
+                raise BadInput(f"generation: {name} must be between {low} and {top:,}, got {value:,}.")
+        if not self.batch_sizes or not all(1 <= b <= MAX_BATCH for b in self.batch_sizes):
             raise BadInput(
-                f"generation: new_tokens must be at least 2 (the first token, then decoding), "
-                f"got {self.new_tokens}."
+                f"generation: batch_sizes must be between 1 and {MAX_BATCH:,}, got {list(self.batch_sizes)}."
             )
-        if not self.batch_sizes or min(self.batch_sizes) < 1:
-            raise BadInput(f"generation: batch_sizes must be positive, got {list(self.batch_sizes)}.")
-        if self.agreement_prompts < 0:
-            raise BadInput(f"generation: agreement_prompts must be >= 0, got {self.agreement_prompts}.")
         if self.max_rounds < self.min_rounds:
             raise BadInput(f"generation: max_rounds {self.max_rounds} is below min_rounds {self.min_rounds}.")
 
@@ -92,12 +99,14 @@ def generation_rows(
     base: Model,
     devices: Sequence[str],
     runtimes: Sequence[str],
-    settings: GenerationSettings,
+    settings: GenerationSettings | dict | None,
     latency: LatencySettings,
     progress=None,
     clock: Clock = time.perf_counter,
 ) -> tuple[list[dict], list[str]]:
     """The report's `generation` rows (one per device, runtime and batch size) and notes."""
+    if not isinstance(settings, GenerationSettings):
+        settings = GenerationSettings.from_dict(settings, "generation")
     if not settings.wanted(base):
         return [], []
     if base.family != "causal-lm":  # asked for (enabled: true) on a model that does not generate
