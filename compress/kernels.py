@@ -39,7 +39,7 @@ INT4_GROUPS = (32, 64, 128, 256)
 INNER_K_TILES = 8  # tinygemm's widest tile; K must be a multiple of INNER_K_TILES * 16
 # CPU: torch's weight-only integer kernels (bfloat16 activations) win up to this many rows (tokens)
 # per call; torch._int_mm loses everywhere. Measured in benchmarks/torch_kernels.py.
-CPU_MAX_ROWS = {"int8": 64, "int4": 64}
+CPU_MAX_ROWS = {"int8": 64, "int4": 128}
 # The CPU int8 kernel reads the input 16 values at a time with aligned loads.
 CPU_INT8_K_MULTIPLE = 16
 CPU_DYNAMIC_WHY = "torch._int_mm measured 2-25x slower than fake-quant then F.linear on CPU"
