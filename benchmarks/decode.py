@@ -3,6 +3,9 @@
 
     python benchmarks/decode.py [--threads 1] [--rounds 3] [--prompt-tokens 98] [--new-tokens 64]
     # writes benchmarks/results/decode-<threads>t.{md,json}
+    ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/decode.py
+    # the same on an AVX2-only CPU's code paths (torch, MKL and oneDNN kernels), e.g. AMD EPYC Zen 2/3:
+    # writes benchmarks/results/decode-<threads>t-avx2.{md,json}
 
 Issue 16 measured compress INT4 decoding 2.4x slower than float32 on an AMX CPU although
 torch._weight_int4pack_mm_for_cpu ran in all 126 decoder Linear layers. "before" rows run compress's
@@ -46,7 +49,7 @@ CHECKPOINTS = {  # folder name under WORK -> `compress quantize` options (RTN)
 # label, checkpoint (None: the float32 model), dtype, kernel choice
 MODELS = [
     ("float32", None, torch.float32, "now"),
-    ("bfloat16 (torch)", None, torch.bfloat16, "now"),
+    ("bfloat16 (float32 file, cast)", None, torch.bfloat16, "now"),
     ("compress INT8, before", "decode-int8", torch.float32, "before"),
     ("compress INT8, now", "decode-int8", torch.float32, "now"),
     ("compress INT4 g128, before", "decode-int4", torch.float32, "before"),
@@ -84,6 +87,29 @@ def legacy_plan_cpu(module, dtype):
         tensors = {"packed": packed, "scales_and_zeros": scales_and_zeros}
         name = kernels.INT4_TINYGEMM_CPU
     return kernels._Plan(kernels.Kernel(name, "legacy"), tensors, max_rows=most, outside="legacy")
+
+
+@contextlib.contextmanager
+def dequantize_everywhere():
+    """Every QuantLinear as dequantize-then-F.linear in float32: the exact reference of its kernels."""
+    from compress.qmodules import QuantLinear
+
+    kernel_forward = QuantLinear.forward
+    QuantLinear.forward = QuantLinear.dequantized_forward
+    try:
+        yield
+    finally:
+        QuantLinear.forward = kernel_forward
+
+
+def exact_agreement(models: list[dict], ids, new_tokens: int) -> None:
+    """For each "now" quantized model: how many first greedy tokens its kernels share with the same
+    checkpoint run through the dequantize path (float32 throughout)."""
+    for entry in models:
+        if entry["label"].startswith("compress") and entry["label"].endswith("now"):
+            with dequantize_everywhere():
+                exact = entry["decoder"].generate(ids, new_tokens, time.perf_counter).tokens
+            entry["same_as_exact"] = int((exact == entry["tokens"]).long().cumprod(1).sum())
 
 
 @contextlib.contextmanager
@@ -170,6 +196,15 @@ def profile_steps(entry: dict, ids, steps: int = 16) -> dict:
     return {"step_ms": wall, **parts}
 
 
+def isa() -> str:
+    """The vector code paths this run used: torch's ATen kernels, and MKL / oneDNN when limited."""
+    limits = [
+        f"{k}={os.environ[k]}" for k in ("MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA") if k in os.environ
+    ]
+    ran = f"ATen kernels {torch.backends.cpu.get_cpu_capability()}"
+    return ran + (f" ({', '.join(limits)})" if limits else "")
+
+
 def cpu_description() -> tuple[str, list[str]]:
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if "model name" in line), "")
@@ -198,6 +233,7 @@ def summary_rows(models: list[dict]) -> list[dict]:
                 "ttft_min": min(entry["ttft"]),
                 "ttft_max": max(entry["ttft"]),
                 "same_tokens_as_float32": int(same.cumprod(1).sum()),
+                "same_tokens_as_dequantize_path": entry.get("same_as_exact", ""),
                 "kernels": entry.get("kernels", {}),
                 "profile": entry.get("profile"),
             }
@@ -215,6 +251,7 @@ def markdown(rows: list[dict], args, load: tuple, cpu: tuple) -> str:
             "x float32",
             "TTFT ms (min-max)",
             f"same first tokens as float32 (of {args.new_tokens})",
+            "same first tokens as its dequantize path",
             "quantized Linear kernels (last step)",
         ],
         [
@@ -225,6 +262,7 @@ def markdown(rows: list[dict], args, load: tuple, cpu: tuple) -> str:
                 f"{r['vs_float32']:.2f}x",
                 f"{r['ttft_ms']:.0f} ({r['ttft_min']:.0f}-{r['ttft_max']:.0f})",
                 r["same_tokens_as_float32"],
+                r["same_tokens_as_dequantize_path"],
                 kernel_text(r["kernels"]),
             ]
             for r in rows
@@ -254,7 +292,7 @@ def markdown(rows: list[dict], args, load: tuple, cpu: tuple) -> str:
     return "\n".join(
         [
             "# Gemma-3-270M greedy decoding in torch on CPU\n",
-            f"{name} ({', '.join(flags)}), torch {torch.__version__}, {args.threads} thread(s); "
+            f"{name} ({', '.join(flags)}), {isa()}, torch {torch.__version__}, {args.threads} thread(s); "
             f"prompt {args.prompt_tokens} tokens (built-in wiki text), {args.new_tokens} new tokens, "
             f"batch 1, {args.rounds} rounds (every model once per round, rotating order; medians, min-max). "
             f"Load average {load[0]:.1f} at the start and {load[1]:.1f} at the end: the machine's 2 cores "
@@ -280,14 +318,23 @@ def main() -> None:
         start_load = os.getloadavg()[0]
         models, ids = load_models(args)
         measure(models, ids, args.rounds, args.new_tokens)
+        exact_agreement(models, ids, args.new_tokens)
         for entry in models:
             if entry["label"] in PROFILED:
                 entry["profile"] = profile_steps(entry, ids)
         end_load = os.getloadavg()[0]
     rows = summary_rows(models)
     cpu = cpu_description()
-    data = {"args": vars(args), "cpu": cpu[0], "flags": cpu[1], "load": [start_load, end_load], "rows": rows}
-    write_results(f"decode-{args.threads}t", markdown(rows, args, (start_load, end_load), cpu), data)
+    data = {
+        "args": vars(args),
+        "cpu": cpu[0],
+        "flags": cpu[1],
+        "isa": isa(),
+        "load": [start_load, end_load],
+        "rows": rows,
+    }
+    suffix = "-avx2" if os.environ.get("ATEN_CPU_CAPABILITY") == "avx2" else ""
+    write_results(f"decode-{args.threads}t{suffix}", markdown(rows, args, (start_load, end_load), cpu), data)
 
 
 if __name__ == "__main__":
