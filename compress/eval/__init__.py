@@ -71,9 +71,7 @@ def evaluate(
     cand = _as_model(candidate, progress)
     base = _as_model(baseline, progress)
     check_compatible(cand, base)
-    notes: list[str] = list(cand.notes)
-    notes += _source_check(cand, base)
-    notes += _compression_notes(cand)
+    notes: list[str] = [*cand.notes, *_source_check(cand, base), *_compression_notes(cand)]
     settings = latency or LatencySettings()
     if inputs is None and base.tokenizer is None:
         inputs = _data_inputs(data, settings.batch_size)
@@ -86,8 +84,7 @@ def evaluate(
     rows, latency_notes = _latency_rows(
         cand, base, devices, runtimes, settings, inputs, progress, accuracy, chosen
     )
-    notes += latency_notes
-    notes += budget_notes(rows, settings)
+    notes += latency_notes + budget_notes(rows, settings)
     decoding, decoding_notes = generation_rows(cand, base, devices, runtimes, generation, settings, progress)
     notes += decoding_notes
     sparsity, compute = structure_sections(cand, base, settings, inputs)
