@@ -1,11 +1,11 @@
 """Greedy decoding speed of Gemma-3-270M in torch on CPU: float32, bfloat16, compress INT8 and INT4
 (RTN, the default settings), before and after the CPU kernels took bfloat16 activations. One run.
 
-    python benchmarks/decode.py [--threads 1] [--rounds 3] [--prompt-tokens 98] [--new-tokens 64]
-    # writes benchmarks/results/decode-<threads>t.{md,json}
+    python benchmarks/decode.py [--threads 2] [--rounds 3] [--prompt-tokens 98] [--new-tokens 64]
+    # writes benchmarks/results/decode.{md,json} (decode-<threads>t.{md,json} for another thread count)
     ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/decode.py
     # the same on an AVX2-only CPU's code paths (torch, MKL and oneDNN kernels), e.g. AMD EPYC Zen 2/3:
-    # writes benchmarks/results/decode-<threads>t-avx2.{md,json}
+    # writes benchmarks/results/decode-avx2.{md,json}
 
 Issue 16 measured compress INT4 decoding 2.4x slower than float32 on an AMX CPU although
 torch._weight_int4pack_mm_for_cpu ran in all 126 decoder Linear layers. "before" rows run compress's
@@ -46,7 +46,7 @@ CHECKPOINTS = {  # folder name under WORK -> `compress quantize` options (RTN)
     "decode-int8-emb": ["--scheme", "int8", "--embeddings"],
     "decode-int4-emb": ["--scheme", "int4", "--embeddings"],
 }
-# label, checkpoint (None: the float32 model), dtype, kernel choice
+# label, checkpoint (None: the float32 model), dtype, kernel choice; --models picks by checkpoint
 MODELS = [
     ("float32", None, torch.float32, "now"),
     ("bfloat16 (float32 file, cast)", None, torch.bfloat16, "now"),
@@ -57,12 +57,14 @@ MODELS = [
     ("compress INT8 + embeddings, now", "decode-int8-emb", torch.float32, "now"),
     ("compress INT4 g128 + embeddings, now", "decode-int4-emb", torch.float32, "now"),
 ]
+MODEL_KEYS = {"float32": None, "bfloat16": None, **{name[len("decode-") :]: name for name in CHECKPOINTS}}
 PROFILED = (
     "float32",
     "compress INT4 g128, before",
     "compress INT4 g128, now",
     "compress INT4 g128 + embeddings, now",
 )
+DEFAULT_THREADS = 2
 HEAD = 262_144
 MATMULS = (
     "aten::mm",
@@ -142,7 +144,7 @@ def load_models(args) -> tuple[list[dict], torch.Tensor]:
     folders = checkpoints()
     models = []
     ids = None
-    for label, folder, dtype, choice in MODELS:
+    for label, folder, dtype, choice in chosen(args.models):
         model = cz.load(folders[folder] if folder else gemma_path())
         model.module.to(dtype)
         if ids is None:
@@ -154,6 +156,21 @@ def load_models(args) -> tuple[list[dict], torch.Tensor]:
         path = (folders[folder] if folder else gemma_path().parent) / "model.safetensors"
         models.append({"label": label, "model": model, "decoder": decoder, "mb": path.stat().st_size / 1e6})
     return models, ids
+
+
+def chosen(keys: str) -> list[tuple]:
+    """The MODELS rows --models names: float32 (always, the reference), bfloat16, int8, int4,
+    int8-emb, int4-emb (each checkpoint's before and now rows)."""
+    wanted = {k.strip() for k in keys.split(",")}
+    unknown = wanted - set(MODEL_KEYS)
+    if unknown:
+        raise SystemExit(f"--models: unknown {sorted(unknown)}; choose from {', '.join(MODEL_KEYS)}")
+    bf16 = "bfloat16" in wanted
+    return [
+        m
+        for m in MODELS
+        if m[0] == "float32" or (m[2] == torch.bfloat16 and bf16) or (m[1] and m[1][7:] in wanted)
+    ]
 
 
 def measure(models: list[dict], ids, rounds: int, new_tokens: int) -> None:
@@ -307,10 +324,11 @@ def markdown(rows: list[dict], args, load: tuple, cpu: tuple) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--prompt-tokens", type=int, default=98)
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--models", default=",".join(MODEL_KEYS), help="comma-separated: %(default)s")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     checkpoints()
@@ -333,8 +351,9 @@ def main() -> None:
         "load": [start_load, end_load],
         "rows": rows,
     }
-    suffix = "-avx2" if os.environ.get("ATEN_CPU_CAPABILITY") == "avx2" else ""
-    write_results(f"decode-{args.threads}t{suffix}", markdown(rows, args, (start_load, end_load), cpu), data)
+    name = "decode" + ("" if args.threads == DEFAULT_THREADS else f"-{args.threads}t")
+    name += "-avx2" if os.environ.get("ATEN_CPU_CAPABILITY") == "avx2" else ""
+    write_results(name, markdown(rows, args, (start_load, end_load), cpu), data)
 
 
 if __name__ == "__main__":
