@@ -1,33 +1,35 @@
 """Torch integer kernels against dequantize-then-F.linear, per layer shape. One run, one machine.
 
-    python benchmarks/torch_kernels.py      # writes benchmarks/results/torch_kernels.{md,json}
+    python benchmarks/torch_kernels.py [--threads 1]   # writes benchmarks/results/torch_kernels.{md,json}
 
 Shapes are the Linear layers of all-MiniLM-L6-v2 (384 wide, FFN 1536) and of Gemma-3-270M (640
 wide, 4 query heads x 256, 1 key/value head, FFN 2048; its float weights are dequantized Q4_K_M)
-at 8 x 128 tokens, and Gemma's at one token (decoding). Weights are random, quantized by compress's
-RTN (INT8 per channel; INT4 group 32 asymmetric): the kernels' speed does not depend on the values.
+at 8 x 128 tokens, and Gemma's and MiniLM's at 1 to 256 tokens (decoding, short prompts). Weights
+are random, quantized by compress's RTN (INT8 per channel; INT4 group 32 asymmetric): the kernels'
+speed does not depend on the values.
 
 Each pair is timed interleaved (baseline, candidate, baseline, ...) and reported as the ratio of
 medians; the max difference is relative to the largest output of the dequantize path.
-CPU: torch._weight_int8pack_mm, torch._weight_int4pack_mm_for_cpu and torch._int_mm. CUDA (when
-a GPU is present): the kernels compress.kernels dispatches to, through QuantLinear itself.
+CPU: torch._weight_int8pack_mm and torch._weight_int4pack_mm_for_cpu with bfloat16 activations and
+scales (what compress runs; their float32 path is a scalar loop, shown at a few shapes as
+"float32 activations"), and torch._int_mm. CUDA (when a GPU is present): the kernels
+compress.kernels dispatches to, through QuantLinear itself. End-to-end decoding: benchmarks/decode.py.
 """
 
 from __future__ import annotations
 
-import contextlib
+import argparse
+import os
 import platform
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import WORK, benchmark_lock, gemma_path, markdown_table, write_results
+from common import benchmark_lock, markdown_table, write_results
 
-from compress import kernels, qmodules
+from compress import kernels
 from compress.passes.quantize.rtn import quantize_int4, quantize_int8
 from compress.qmodules import QuantLinear, per_token_fake_quant
 
@@ -41,19 +43,14 @@ SHAPES = [  # model, layer, rows (tokens), in, out
     ("Gemma-3-270M", "o_proj", TOKENS, 1024, 640),
     ("Gemma-3-270M", "gate/up_proj", TOKENS, 640, 2048),
     ("Gemma-3-270M", "down_proj", TOKENS, 2048, 640),
-    ("Gemma-3-270M", "gate/up_proj, 1 token", 1, 640, 2048),
-    ("Gemma-3-270M", "down_proj, 1 token", 1, 2048, 640),
     # Where the CPU weight-only kernels stop winning (kernels.CPU_MAX_ROWS comes from these rows).
-    ("Gemma-3-270M", "gate/up_proj, 4 tokens", 4, 640, 2048),
-    ("Gemma-3-270M", "gate/up_proj, 8 tokens", 8, 640, 2048),
-    ("Gemma-3-270M", "gate/up_proj, 16 tokens", 16, 640, 2048),
-    ("Gemma-3-270M", "gate/up_proj, 64 tokens", 64, 640, 2048),
-    ("MiniLM", "FFN up, 1 token", 1, 384, 1536),
-    ("MiniLM", "FFN up, 4 tokens", 4, 384, 1536),
-    ("MiniLM", "FFN up, 8 tokens", 8, 384, 1536),
-    ("MiniLM", "FFN up, 16 tokens", 16, 384, 1536),
-    ("MiniLM", "FFN up, 64 tokens", 64, 384, 1536),
+    *[("Gemma-3-270M", "gate/up_proj", m, 640, 2048) for m in (1, 4, 16, 32, 64, 128, 256)],
+    *[("Gemma-3-270M", "down_proj", m, 2048, 640) for m in (1, 16, 64, 128, 256)],
+    ("Gemma-3-270M", "k/v_proj", 1, 640, 256),
+    ("Gemma-3-270M", "tied output head", 1, 640, 262_144),
+    *[("MiniLM", "FFN up", m, 384, 1536) for m in (1, 16, 64, 128)],
 ]
+FLOAT32_ROWS = 4  # at most this many rows: also time the kernels' float32 path (slow: a scalar loop)
 GROUP = 32
 MIN_ROUNDS, BUDGET_S = 3, 2.0
 
@@ -89,35 +86,62 @@ def cpu_cases(m: int, k: int, n: int) -> list[dict]:
     x = torch.randn(m, k, generator=gen)
     bias = torch.randn(n, generator=gen) * 0.01
     q8, q4 = quantize_int8(w), quantize_int4(w, GROUP, symmetric=False)
-    packed4, sz4 = kernels.cpu_int4_pack(q4)
-    w8_t = q8.data.t()
-    cases = [
+    bf16 = torch.bfloat16
+    packed4, sz4 = kernels.cpu_int4_pack(q4, bf16)
+    scale8 = q8.scale.to(bf16)
+    cases = [  # label, kernel, qt, baseline, candidate, activations
         (
             "int8 weight-only",
             kernels.INT8_WEIGHT_ONLY,
+            q8,
             lambda: F.linear(x, q8.dequantize(torch.float32), bias),
-            lambda: torch._weight_int8pack_mm(x, q8.data, q8.scale) + bias,
+            lambda: torch._weight_int8pack_mm(x.to(bf16), q8.data, scale8).float() + bias,
+            "none",
         ),
         (
             "int4 weight-only (g32)",
             kernels.INT4_TINYGEMM_CPU,
+            q4,
             lambda: F.linear(x, q4.dequantize(torch.float32), bias),
-            lambda: torch._weight_int4pack_mm_for_cpu(x, packed4, GROUP, sz4) + bias,
+            lambda: torch._weight_int4pack_mm_for_cpu(x.to(bf16), packed4, GROUP, sz4).float() + bias,
+            "none",
         ),
     ]
-    if m > 16:  # the dynamic path only matters for batches; _int_mm is very slow on CPU
+    if m <= FLOAT32_ROWS:
+        packed32, sz32 = kernels.cpu_int4_pack(q4)
+        cases += [
+            (
+                "int8 weight-only, float32 activations",
+                kernels.INT8_WEIGHT_ONLY,
+                q8,
+                lambda: F.linear(x, q8.dequantize(torch.float32), bias),
+                lambda: torch._weight_int8pack_mm(x, q8.data, q8.scale) + bias,
+                "none",
+            ),
+            (
+                "int4 weight-only (g32), float32 activations",
+                kernels.INT4_TINYGEMM_CPU,
+                q4,
+                lambda: F.linear(x, q4.dequantize(torch.float32), bias),
+                lambda: torch._weight_int4pack_mm_for_cpu(x, packed32, GROUP, sz32) + bias,
+                "none",
+            ),
+        ]
+    if m > 16 and n <= 4096:  # the dynamic path only matters for batches; _int_mm is very slow on CPU
         cases.append(
             (
                 "int8 dynamic activations",
                 kernels.INT8_DYNAMIC,
+                q8,
                 lambda: F.linear(per_token_fake_quant(x), q8.dequantize(torch.float32), bias),
-                lambda: kernels.int8_dynamic_matmul(x, w8_t, q8.scale, bias),
+                lambda: kernels.int8_dynamic_matmul(x, q8.data.t(), q8.scale, bias),
+                "dynamic",
             )
         )
     rows = []
-    for (scheme, name, baseline, candidate), qt in zip(cases, (q8, q4, q8), strict=False):
+    for scheme, name, qt, baseline, candidate, activations in cases:
         layer = QuantLinear(qt, bias)
-        layer.activations = "dynamic" if name == kernels.INT8_DYNAMIC else "none"
+        layer.activations = activations
         with torch.inference_mode():
             layer(x)  # what compress's QuantLinear picks for this input on CPU
             diff = rel_diff(baseline(), candidate())
@@ -159,92 +183,6 @@ def cuda_cases(m: int, k: int, n: int) -> list[dict]:
     return rows
 
 
-GEMMA_SCHEMES = {  # RTN, Linear layers only; built once into WORK by `compress quantize`
-    "int8 per channel": ["--scheme", "int8"],
-    "int4 g128 symmetric": ["--scheme", "int4", "--group-size", "128"],
-}
-PROMPT = "The capital of France is"
-NEW_TOKENS = 8
-
-
-@contextlib.contextmanager
-def dequantize_everywhere():
-    """Run every QuantLinear the way it ran before compress.kernels: dequantize then F.linear."""
-    kernel_forward = QuantLinear.forward
-    QuantLinear.forward = QuantLinear.dequantized_forward
-    try:
-        yield
-    finally:
-        QuantLinear.forward = kernel_forward
-
-
-def gemma_checkpoints() -> dict[str, Path]:
-    """The quantized Gemma-3-270M folders, quantized here when missing (before the lock is taken)."""
-    out = {}
-    for label, options in GEMMA_SCHEMES.items():
-        folder = WORK / f"torch-kernels-gemma-{options[1]}"
-        if not (folder / "model.safetensors").exists():
-            cli = [
-                sys.executable,
-                "-c",
-                "from compress.cli import main; main()",
-                "quantize",
-                str(gemma_path()),
-            ]
-            subprocess.run([*cli, "-o", str(folder), *options, "--no-eval", "-q"], check=True)
-        out[label] = folder
-    return out
-
-
-def gemma_decoding() -> list[dict]:
-    """Greedy generation of NEW_TOKENS tokens with the real Gemma-3-270M: the kernels compress
-    picks on CPU against dequantize-then-F.linear everywhere; the generated tokens must agree."""
-    import compress as cz
-
-    rows = []
-    for label, path in gemma_checkpoints().items():
-        model = cz.load(path)
-        ids = model.tokenizer(PROMPT, return_tensors="pt")
-
-        def generate(model=model, ids=ids):
-            with torch.inference_mode():
-                return model.module.generate(**ids, max_new_tokens=NEW_TOKENS, do_sample=False)
-
-        with dequantize_everywhere():
-            reference = generate()
-        tokens = generate()
-        ran = qmodules.kernels_ran(model.module)
-
-        def baseline(generate=generate):
-            with dequantize_everywhere():
-                generate()
-
-        timing = interleaved(baseline, generate)
-        rows.append(
-            {"checkpoint": label, "kernels": ran, "same_tokens": bool(torch.equal(tokens, reference))}
-            | {"text": model.tokenizer.decode(tokens[0][ids["input_ids"].shape[1] :])}
-            | timing
-        )
-        del model
-    return rows
-
-
-def gemma_table(rows: list[dict]) -> str:
-    headers = ["checkpoint", "kernels (last call)", "dequantize ms", "kernels ms", "speedup", "same tokens"]
-    body = [
-        [
-            r["checkpoint"],
-            ", ".join(f"{name} x{n}" for name, n in r["kernels"].items()),
-            r["dequantize_ms"],
-            r["kernel_ms"],
-            f"{r['speedup']:.2f}x",
-            "yes" if r["same_tokens"] else "NO",
-        ]
-        for r in rows
-    ]
-    return markdown_table(headers, body)
-
-
 def table(rows: list[dict]) -> str:
     headers = [
         "model",
@@ -277,17 +215,21 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    gemma_checkpoints()
     cpu_rows, cuda_rows = [], []
     with benchmark_lock():
+        load = os.getloadavg()[0]
         for model, layer, m, k, n in SHAPES:
             shape = {"model": model, "layer": layer, "rows": m, "in": k, "out": n}
             cpu_rows += [{**shape, **row} for row in cpu_cases(m, k, n)]
             if torch.cuda.is_available():
                 cuda_rows += [{**shape, **row} for row in cuda_cases(m, k, n)]
-            print(f"measured {model} {layer}", flush=True)
-        decoding = gemma_decoding()
+            print(f"measured {model} {layer} x{m}", flush=True)
+        load = (load, os.getloadavg()[0])
     cuda_note = (
         f"measured on {torch.cuda.get_device_name()}"
         if torch.cuda.is_available()
@@ -295,29 +237,30 @@ def main() -> None:
     )
     md = [
         "# Torch integer kernels vs dequantize-then-F.linear\n",
-        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads; the machine's 2 cores were shared with other developers "
-        "(timings interleaved, ratios of medians). Random weights at each layer's shape, compress RTN "
-        f"quantization (INT8 per channel, INT4 group {GROUP} asymmetric); float32 activations on CPU. "
-        "Gemma-3-270M shapes come from its config (its float weights are dequantized Q4_K_M).\n",
+        f"torch {torch.__version__}, {cpu_name()}, {args.threads} thread(s); load average "
+        f"{load[0]:.1f} at the start, {load[1]:.1f} at the end: the machine's 2 cores were shared with "
+        "up to 8 other jobs (timings interleaved, ratios of medians; indicative). One thread: with two "
+        "OpenMP threads on these busy cores, every small operation waited 5-30 ms for the second thread. "
+        f"Random weights at each layer's shape, compress RTN quantization (INT8 per channel, INT4 group "
+        f"{GROUP} asymmetric). The CPU kernels get bfloat16 activations and scales (what compress runs) "
+        "unless a row says float32. Gemma-3-270M shapes come from its config (its float weights are "
+        "dequantized Q4_K_M). Decoding the real model: [decode.md](decode.md).\n",
         "## CPU\n",
         table(cpu_rows),
-        "\n## Gemma-3-270M decoding on CPU\n",
-        f"Greedy generation of {NEW_TOKENS} tokens after the prompt '{PROMPT}' (batch 1: each new token is "
-        "one row, so compress runs the weight-only integer kernels; the 6-token prompt runs them for INT4 "
-        "and dequantizes for INT8, whose limit is 4 rows), with "
-        "compress's CPU kernel choice against dequantize-then-F.linear in every quantized Linear, "
-        "interleaved. The tied embedding / output head stays float32 in these checkpoints. The float "
-        "weights are dequantized Q4_K_M.\n",
-        gemma_table(decoding),
         "\n## CUDA\n",
         table(cuda_rows) if cuda_rows else f"{cuda_note}.\n",
     ]
     write_results(
         "torch_kernels",
         "\n".join(md),
-        {"cpu": cpu_rows, "gemma_decoding": decoding, "cuda": cuda_rows, "cuda_note": cuda_note},
+        {"cpu": cpu_rows, "cuda": cuda_rows, "cuda_note": cuda_note, "load": load},
     )
+
+
+def cpu_name() -> str:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    names = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import Any
 
 from compress.config import Settings, suggest
 from compress.errors import BadInput
+from compress.eval.generation_report import ABSOLUTE_SUFFIXES, HIGHER_IS_BETTER
 from compress.report import Report, is_number
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
@@ -72,11 +73,16 @@ class Rule(Settings):
         parts = self.metric.split(".")
         if not all(parts):
             raise BadInput(f"gate rule: '{self.metric}' is not a dotted metric path like 'size.ratio'.")
-        if parts[0] == "latency" and (parts[-1].endswith("_ms") or parts[-1].endswith("throughput")):
+        if parts[0] in ("latency", "generation") and parts[-1].endswith(ABSOLUTE_SUFFIXES):
             device = parts[1] if len(parts) > 2 else "cpu"
+            ratio = (
+                f"'generation.{device}.decode_speedup' or '.ttft_speedup'"
+                if parts[0] == "generation" or "tokens_per_s" in parts[-1]
+                else f"'latency.{device}.speedup'"
+            )
             raise BadInput(
                 f"gate rule on '{self.metric}': absolute times differ between machines and runs; gate on "
-                f"'latency.{device}.speedup', the ratio to the baseline measured in the same run."
+                f"{ratio}, the ratio to the baseline measured in the same run."
             )
         if self.min is not None and self.max is not None and self.min > self.max:
             raise BadInput(f"gate rule on '{self.metric}': min {self.min} is above max {self.max}.")
@@ -326,8 +332,11 @@ def _higher_is_better(rule: Rule, report: Report) -> bool:
         return _HIGHER_IS_BETTER[rule.metric]
     if rule.metric in ("accuracy.value", "accuracy.baseline"):
         return report.accuracy.higher_is_better
-    if rule.metric.startswith("latency.") and rule.metric.endswith(".speedup"):
+    if rule.metric.startswith(("latency.", "generation.")) and rule.metric.endswith("speedup"):
         return True
+    last = rule.metric.rsplit(".", 1)[-1]
+    if rule.metric.startswith(("latency.", "generation.")) and last in HIGHER_IS_BETTER:
+        return HIGHER_IS_BETTER[last]
     if (rule.min is None) != (rule.max is None):
         return rule.min is not None  # a lower bound says higher is better, an upper bound the reverse
     raise BadInput(

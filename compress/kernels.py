@@ -11,12 +11,14 @@ On CUDA a quantized Linear runs on torch's integer kernels rather than dequantiz
   zero = (8 - zp) * scale. The packed weight is built once per device and cached on the module
   (a plain attribute, never in the state_dict).
 
-On CPU torch's integer kernels were measured against dequantize-then-F.linear on MiniLM's and
-Gemma-3-270M's shapes (benchmarks/results/torch_kernels.md): the weight-only ones
-(torch._weight_int8pack_mm, torch._weight_int4pack_mm_for_cpu) win only for a few rows at a time
-(decoding: dequantizing the whole weight dominates such a call) and lose badly for batches;
-torch._int_mm loses everywhere. So CPU uses them for float32 inputs of at most CPU_MAX_ROWS rows
-(per scheme) and dequantizes otherwise; their results equal the dequantize path's within float rounding.
+On CPU torch's weight-only kernels (torch._weight_int8pack_mm, torch._weight_int4pack_mm_for_cpu)
+are vectorised (AVX-512 and AVX2) for bfloat16 activations only: with float32 they run a scalar loop,
+5-80x slower than F.linear on the float weight (the cause of issue 16's "INT4 decodes 2.4x slower
+than float32"). So CPU feeds them bfloat16 activations and scales, and returns the input's dtype;
+results equal the dequantize path's within bfloat16 rounding (~0.4% of the largest output). Measured
+against dequantize-then-F.linear on MiniLM's and Gemma-3-270M's shapes
+(benchmarks/results/torch_kernels.md), they win up to CPU_MAX_ROWS rows (decoding, short prompts)
+and lose for larger batches, which dequantize; torch._int_mm loses everywhere.
 
 Every choice is visible: `module.kernel` (a Kernel: name and reason) after a forward,
 `kernels_ran(model)` for the last call and `kernels(model)` for each layer's plan. A kernel that is
@@ -35,9 +37,11 @@ INT4_TINYGEMM = "torch._weight_int4pack_mm (tinygemm)"
 INT4_TINYGEMM_CPU = "torch._weight_int4pack_mm_for_cpu"
 INT4_GROUPS = (32, 64, 128, 256)
 INNER_K_TILES = 8  # tinygemm's widest tile; K must be a multiple of INNER_K_TILES * 16
-# CPU: torch's weight-only integer kernels win only where dequantizing the weight dominates a call,
-# i.e. few rows (decoding); torch._int_mm loses everywhere. Measured in benchmarks/torch_kernels.py.
-CPU_MAX_ROWS = {"int8": 4, "int4": 16}  # the most rows (tokens) a call may have for each
+# CPU: torch's weight-only integer kernels (bfloat16 activations) win up to this many rows (tokens)
+# per call; torch._int_mm loses everywhere. Measured in benchmarks/torch_kernels.py.
+CPU_MAX_ROWS = {"int8": 64, "int4": 128}
+# The CPU int8 kernel reads the input 16 values at a time with aligned loads.
+CPU_INT8_K_MULTIPLE = 16
 CPU_DYNAMIC_WHY = "torch._int_mm measured 2-25x slower than fake-quant then F.linear on CPU"
 
 
@@ -115,6 +119,7 @@ class _Plan:
     min_rows: int = 1  # inputs with fewer or more rows (tokens) than this range dequantize instead
     max_rows: int | None = None
     outside: str = ""  # why they do
+    compute_dtype: Any = None  # the activations' dtype inside the kernel (None: the input's)
 
 
 def _dequantize(reason: str) -> _Plan:
@@ -169,28 +174,41 @@ def _plan_cuda(module: Any, dtype: Any) -> _Plan:
 
 
 def _plan_cpu(module: Any, dtype: Any) -> _Plan:
-    """Weight-only integer kernels for decoding-sized inputs; dequantize-then-matmul otherwise
-    (the measured faster choice on each side of CPU_MAX_ROWS, benchmarks/results/torch_kernels.md)."""
+    """Weight-only integer kernels with bfloat16 activations for up to CPU_MAX_ROWS rows;
+    dequantize-then-matmul otherwise (the measured faster choice on each side of CPU_MAX_ROWS,
+    benchmarks/results/torch_kernels.md)."""
     import torch
 
     qt = module.qweight
     n, k = qt.shape
     if module.activations != "none":
         return _dequantize(f"CPU, activations '{module.activations}': {CPU_DYNAMIC_WHY}")
-    if dtype != torch.float32:
-        return _dequantize(f"CPU, {dtype} inputs: the CPU integer kernels are used for float32 only")
+    if dtype not in (torch.float32, torch.bfloat16):
+        return _dequantize(
+            f"CPU, {dtype} inputs: the CPU integer kernels are vectorised for bfloat16 (float32 inputs "
+            "are converted to it); float16 would lose range"
+        )
     most = CPU_MAX_ROWS[qt.scheme]
     big = f"CPU, more than {most} rows: dequantize-then-matmul measured faster than the integer kernel"
-    why = f"CPU weight-only, at most {most} rows (decoding): measured faster than dequantizing"
+    why = f"CPU weight-only, bfloat16 activations, at most {most} rows: measured faster than dequantizing"
+    bf16 = torch.bfloat16
     if qt.scheme == "int8":
-        tensors = {"weight": module.weight, "scale": module.weight_scale.to(torch.float32)}
-        return _Plan(Kernel(INT8_WEIGHT_ONLY, why), tensors, max_rows=most, outside=big)
+        if k % CPU_INT8_K_MULTIPLE:
+            return _dequantize(f"CPU int8 kernel unavailable: in_features {k} is not a multiple of 16")
+        tensors = {"weight": _aligned(module.weight, 16), "scale": module.weight_scale.to(bf16)}
+        return _Plan(Kernel(INT8_WEIGHT_ONLY, why), tensors, max_rows=most, outside=big, compute_dtype=bf16)
     problem = _int4_unsupported(qt, k, n, cpu=True)
     if problem:
         return _dequantize(f"CPU int4 kernel unavailable: {problem}")
-    packed, scales_and_zeros = cpu_int4_pack(qt)
+    packed, scales_and_zeros = cpu_int4_pack(qt, bf16)
     tensors = {"packed": packed, "scales_and_zeros": scales_and_zeros}
-    return _Plan(Kernel(INT4_TINYGEMM_CPU, why), tensors, max_rows=most, outside=big)
+    return _Plan(Kernel(INT4_TINYGEMM_CPU, why), tensors, max_rows=most, outside=big, compute_dtype=bf16)
+
+
+def _aligned(t: Any, alignment: int = 64) -> Any:
+    """`t` itself when its data starts on an `alignment`-byte boundary, else an aligned copy (torch's
+    CPU kernels use aligned vector loads; a fresh tensor is 64-byte aligned)."""
+    return t if t.data_ptr() % alignment == 0 else t.clone()
 
 
 def _probe(plan: _Plan, module: Any, dtype: Any) -> _Plan:
@@ -199,7 +217,7 @@ def _probe(plan: _Plan, module: Any, dtype: Any) -> _Plan:
 
     sample = torch.zeros(max(plan.min_rows, 32), module.in_features, dtype=dtype, device=module.weight.device)
     try:
-        _run(plan.kernel.name, plan.tensors, module, sample)
+        _run(plan, module, sample)
     except (RuntimeError, NotImplementedError, AttributeError) as exc:
         return _dequantize(f"{plan.kernel.name} unavailable on {module.weight.device}: {_first_line(exc)}")
     return plan
@@ -221,11 +239,15 @@ def plan_for(module: Any, device: Any, dtype: Any) -> _Plan:
     return cache[key]
 
 
-def _run(name: str, t: dict[str, Any], module: Any, x: Any) -> Any:
+def _run(plan: _Plan, module: Any, x: Any) -> Any:
     import torch
 
+    name, t = plan.kernel.name, plan.tensors
     x = module.smoothed_input(x)
-    x2d = x.reshape(-1, module.in_features).contiguous()  # the kernels refuse strided inputs
+    x2d = x.reshape(-1, module.in_features)
+    if plan.compute_dtype is not None and x2d.dtype != plan.compute_dtype:
+        x2d = x2d.to(plan.compute_dtype)
+    x2d = _aligned(x2d.contiguous())  # the kernels refuse strided inputs and load aligned vectors
     if name == INT8_DYNAMIC:
         out = int8_dynamic_matmul(x2d, t["weight_t"], t["scale"], module.bias)
     else:
@@ -238,7 +260,9 @@ def _run(name: str, t: dict[str, Any], module: Any, x: Any) -> Any:
             out = torch._weight_int4pack_mm_for_cpu(
                 x2d, t["packed"], module.group_size, t["scales_and_zeros"]
             )
-        out = (out + module.bias.to(out.dtype) if module.bias is not None else out).to(x.dtype)
+        out = out.to(x.dtype)
+        if module.bias is not None:
+            out = out + module.bias.to(x.dtype)
     return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
@@ -262,14 +286,14 @@ def quant_linear_forward(module: Any, x: Any) -> Any:
         module.kernel = plan.kernel if plan.kernel.name == DEQUANTIZE else Kernel(DEQUANTIZE, plan.outside)
         return module.dequantized_forward(x)
     module.kernel = plan.kernel
-    return _run(plan.kernel.name, plan.tensors, module, x)
+    return _run(plan, module, x)
 
 
-def cpu_int4_pack(qt: Any) -> tuple[Any, Any]:
-    """The packed weight and float32 scales_and_zeros of torch's CPU int4 kernel
-    (torch._weight_int4pack_mm_for_cpu takes int32 codes [N, K], one per element)."""
+def cpu_int4_pack(qt: Any, dtype: Any = None) -> tuple[Any, Any]:
+    """The packed weight and scales_and_zeros (in `dtype`, float32 by default; the activations'
+    dtype) of torch's CPU int4 kernel (torch._weight_int4pack_mm_for_cpu takes int32 codes [N, K])."""
     import torch
 
     codes = qt.codes().to(torch.int32).contiguous()
     packed = torch._convert_weight_to_int4pack_for_cpu(codes, INNER_K_TILES)
-    return packed, tinygemm_scales_and_zeros(qt, torch.float32)
+    return packed, tinygemm_scales_and_zeros(qt, dtype or torch.float32)

@@ -30,6 +30,8 @@ from typing import Any
 from compress.calibration import Calibration
 from compress.config import PassConfig, Settings, suggest
 from compress.errors import BadInput
+from compress.eval.generation import GenerationSettings
+from compress.eval.generation_report import is_generation_path
 from compress.eval.latency import LatencySettings
 from compress.eval.tasks import TaskOptions
 from compress.exporters import ExportConfig, export_config_from_dict
@@ -59,6 +61,8 @@ class Evaluation(Settings):
     task: auto, classification, embedding, causal-lm or fidelity. data: labelled data or text for the
     task. limit: at most this many rows per split. devices, runtimes: where latency is timed.
     task_options: text length, columns, causal-lm window and stride.
+    generation: time to first token, decode speed and greedy agreement of causal LMs
+    (compress.eval.generation.GenerationSettings; on by default for them).
     """
 
     task: str = "auto"
@@ -68,6 +72,7 @@ class Evaluation(Settings):
     devices: tuple[str, ...] = ("cpu", "cuda")
     latency: LatencySettings = field(default_factory=LatencySettings)
     task_options: TaskOptions = field(default_factory=TaskOptions)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
 
     def validate(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -83,11 +88,12 @@ class Evaluation(Settings):
             "devices": self.devices,
             "latency": self.latency,
             "task_options": self.task_options,
+            "generation": self.generation,
         }
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
-        for section in ("latency", "task_options"):
+        for section in ("latency", "task_options", "generation"):
             out[section].pop("kind", None)
         return out
 
@@ -228,15 +234,21 @@ def _check_latency_rules(loc: Located, recipe: Recipe) -> None:
     e = recipe.evaluation
     for i, rule in enumerate(recipe.gate):
         parts = rule.metric.split(".")
-        if parts[0] != "latency" or len(parts) < 3:
+        if parts[0] not in ("latency", "generation") or len(parts) < 3:
             continue
+        if is_generation_path(rule.metric) and e.generation.enabled is False:
+            raise loc.error(
+                f"gate[{i}]",
+                f"gate[{i}]: a rule on '{rule.metric}' needs generation metrics, and evaluate.generation "
+                "has enabled: false.",
+            )
         if parts[1] not in e.devices:
             raise loc.error(
                 f"gate[{i}]",
                 f"gate[{i}]: a rule on '{rule.metric}' needs device '{parts[1]}' in evaluate.devices "
                 f"(now {', '.join(e.devices)}).",
             )
-        if len(parts) == 4 and parts[2] not in e.runtimes:
+        if len(parts) in (4, 5) and parts[2] not in e.runtimes:
             raise loc.error(
                 f"gate[{i}]",
                 f"gate[{i}]: a rule on '{rule.metric}' needs runtime '{parts[2]}' in evaluate.runtimes "

@@ -1,4 +1,5 @@
-"""Report: baseline beside candidate (size, accuracy, latency), as JSON, Markdown, HTML and plain metrics.
+"""Report: baseline beside candidate (size, accuracy, latency, generation), as JSON, Markdown, HTML
+and plain metrics.
 
 The JSON schema is versioned (`schema`); any change to its keys bumps the version. The README
 documents every key.
@@ -21,7 +22,8 @@ if TYPE_CHECKING:  # imported lazily: compress.eval imports this module
 SCHEMA = "compress.report/3"
 # Versions this compress reads: each only adds keys to the one before (absent ones take their defaults).
 # /3 added the latency rows' warmup_rounds, timing_s and budget_capped, and accuracy.details.max_length
-# (with max_length_from) for every text task.
+# (with max_length_from) for every text task, and the optional generation[] rows of causal LMs
+# (time to first token, decode tokens/s, greedy agreement; absent in a report: none measured).
 READABLE_SCHEMAS = ("compress.report/1", "compress.report/2", SCHEMA)
 
 
@@ -42,6 +44,7 @@ class Report:
     size: dict
     accuracy: AccuracyResult
     latency: list[dict] = field(default_factory=list)
+    generation: list[dict] = field(default_factory=list)  # causal LMs: first token, decode, agreement
     tensors: list[dict] = field(default_factory=list)
     sparsity: dict = field(default_factory=dict)  # overall and per layer (see eval/structure.py)
     compute: dict = field(default_factory=dict)  # FLOPs on the latency input, ideal speedup
@@ -115,7 +118,13 @@ class Report:
 
     def metric(self, path: str) -> Any:
         """A value by dotted path: 'accuracy.retention', 'size.ratio', 'latency.cpu.speedup',
-        'latency.cpu.onnxruntime.p50_ms'. None when the report does not have it."""
+        'latency.cpu.onnxruntime.p50_ms', 'generation.cpu.torch.decode_speedup' (or
+        'latency.cpu.decode_speedup'; see compress.eval.generation_report). None when the report
+        does not have it."""
+        from compress.eval import generation_report
+
+        if generation_report.is_generation_path(path):
+            return generation_report.metric(self.generation, path)
         parts = path.split(".")
         if parts[0] == "latency" and len(parts) in (3, 4):
             row = self.latency_row(parts[1], parts[2] if len(parts) == 4 else None)
@@ -129,10 +138,13 @@ class Report:
 
     def metric_paths(self) -> list[str]:
         """Every dotted path with a numeric value in this report: what a gate rule may name."""
+        from compress.eval import generation_report
+
         data = self.to_dict()
-        for key in ("latency", "tensors", "environment", "schema", "created"):
+        for key in ("latency", "generation", "tensors", "environment", "schema", "created"):
             data.pop(key, None)
         paths = [p for p, v in _flatten(data) if is_number(v)]
+        paths += generation_report.metric_paths(self.generation, is_number)
         for row in self.latency:
             if row["status"] != "ok":
                 continue
@@ -146,6 +158,10 @@ class Report:
 
     def unavailable_reason(self, path: str) -> str | None:
         """Why the report has no value at `path`, when it records why (an unavailable measurement)."""
+        from compress.eval import generation_report
+
+        if generation_report.is_generation_path(path):
+            return generation_report.unavailable_reason(self.generation, path)
         parts = path.split(".")
         if parts[0] == "accuracy" and self.accuracy.status != "ok":
             return f"accuracy is unavailable: {self.accuracy.reason}"
@@ -233,7 +249,14 @@ class Report:
             memory = _memory_row(row)
             if memory:
                 rows.append(memory)
+        rows += self.generation_rows()
         return rows
+
+    def generation_rows(self) -> list[tuple[str, str, str, str]]:
+        """Time to first token, decode rate, memory and greedy agreement of causal LMs."""
+        from compress.eval.generation_report import headline_rows
+
+        return headline_rows(self.generation, _speed, _memory_row)
 
     def structure_rows(self) -> list[tuple[str, str, str, str]]:
         """Sparsity and FLOPs when they changed beyond what rounding does (quantization zeros a few

@@ -1,5 +1,6 @@
-"""compress.kernels: the CPU path is the dequantize path, the integer math is right (checked on
-CPU with torch's CPU kernels), and CUDA-only paths run only where a GPU is present."""
+"""compress.kernels: CPU batches take the dequantize path and decoding-sized inputs torch's weight-only
+kernels with bfloat16 activations (equal within bfloat16 rounding), the integer math is right (checked
+on CPU with torch's CPU kernels), and CUDA-only paths run only where a GPU is present."""
 
 from __future__ import annotations
 
@@ -24,6 +25,14 @@ def _layer(qt: QuantizedTensor, activations: str = "none", bias: bool = True) ->
     layer = QuantLinear(qt, torch.linspace(-0.1, 0.1, n) if bias else None)
     layer.activations = activations
     return layer
+
+
+def _assert_bf16_close(out: torch.Tensor, reference: torch.Tensor) -> None:
+    """Equal within bfloat16 rounding of the activations, scales and outputs (8 significant bits):
+    measured ~0.4% of the largest output; float32 kernels would be ~1e-6."""
+    assert out.dtype == reference.dtype and out.shape == reference.shape
+    error = ((out.float() - reference.float()).abs().max() / reference.float().abs().max()).item()
+    assert error < 1.5e-2, f"largest difference {error:.2e} of the largest output"
 
 
 def _reference(layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
@@ -62,11 +71,38 @@ def test_cpu_batches_run_exactly_the_dequantize_path(qt, activations):
 )
 def test_cpu_decoding_rows_run_weight_only_integer_kernels(qt, expected):
     layer = _layer(qt)
-    x = torch.randn(1, 128, 3).transpose(1, 2)  # strided, as a transposed activation arrives
-    out = layer(x)
-    assert layer.kernel.name == expected and "at most" in layer.kernel.reason
-    torch.testing.assert_close(out, _reference(layer, x), rtol=1e-5, atol=1e-5)
+    for rows in (1, kernels.CPU_MAX_ROWS[qt.scheme]):
+        x = torch.randn(1, 128, rows).transpose(1, 2)  # strided, as a transposed activation arrives
+        out = layer(x)
+        assert layer.kernel.name == expected and "bfloat16 activations" in layer.kernel.reason
+        _assert_bf16_close(out, _reference(layer, x))
     assert qmodules.kernels(torch.nn.Sequential(layer)) == {"0": layer.kernel}
+
+
+@pytest.mark.parametrize(
+    "qt", [quantize_int8(_weight()), quantize_int4(_weight(), 32, symmetric=False)], ids=["int8", "int4"]
+)
+def test_cpu_kernels_take_bfloat16_inputs_and_unaligned_views(qt):
+    layer = _layer(qt)
+    x = torch.randn(3, 128, dtype=torch.bfloat16)
+    out = layer(x)
+    assert out.dtype == torch.bfloat16 and layer.kernel.name != kernels.DEQUANTIZE
+    _assert_bf16_close(out, _reference(layer, x.float()).to(torch.bfloat16))
+    storage = torch.randn(3 * 128 + 1, dtype=torch.bfloat16)
+    view = storage[1:].view(3, 128)  # contiguous, but 2 bytes past an aligned address
+    assert view.data_ptr() % 64 and view.is_contiguous()
+    _assert_bf16_close(layer(view), _reference(layer, view.float()).to(torch.bfloat16))
+
+
+def test_a_float16_model_and_odd_int8_widths_dequantize_with_a_reason():
+    half = _layer(quantize_int8(_weight())).to(torch.float16)
+    x = torch.randn(2, 128, dtype=torch.float16)
+    assert torch.equal(half(x), _reference(half, x))
+    assert half.kernel.name == kernels.DEQUANTIZE and "float16" in half.kernel.reason
+    odd = _layer(quantize_int8(_weight(k=40)))  # the int8 kernel reads 16 inputs at a time
+    x = torch.randn(2, 40)
+    assert torch.equal(odd(x), _reference(odd, x))
+    assert odd.kernel.name == kernels.DEQUANTIZE and "multiple of 16" in odd.kernel.reason
 
 
 def test_cpu_dynamic_activations_and_odd_shapes_dequantize_with_a_reason():
@@ -77,9 +113,6 @@ def test_cpu_dynamic_activations_and_odd_shapes_dequantize_with_a_reason():
     odd = _layer(quantize_int4(_weight(n=40), 32, symmetric=True))  # 40 outputs: not a multiple of 16
     assert torch.equal(odd(x), _reference(odd, x))
     assert "multiple of 16" in odd.kernel.reason
-    half = _layer(quantize_int8(_weight())).to(torch.bfloat16)
-    half(x.to(torch.bfloat16))
-    assert half.kernel.name == kernels.DEQUANTIZE and "float32 only" in half.kernel.reason
 
 
 def test_inputs_that_need_gradients_take_the_differentiable_path():
@@ -128,8 +161,11 @@ def test_cpu_int4_kernel_matches_linear_on_the_dequantized_weight():
     qt = quantize_int4(_weight(k=256), 32, symmetric=False)
     packed, sz = kernels.cpu_int4_pack(qt)
     x = torch.randn(5, 256)
-    out = torch._weight_int4pack_mm_for_cpu(x, packed, 32, sz)
+    out = torch._weight_int4pack_mm_for_cpu(x, packed, 32, sz)  # float32: exact, but a scalar loop
     torch.testing.assert_close(out, F.linear(x, qt.dequantize(torch.float32)), rtol=1e-5, atol=1e-5)
+    packed, sz = kernels.cpu_int4_pack(qt, torch.bfloat16)  # what compress runs: vectorised
+    out = torch._weight_int4pack_mm_for_cpu(x.to(torch.bfloat16), packed, 32, sz)
+    _assert_bf16_close(out.float(), F.linear(x, qt.dequantize(torch.float32)))
 
 
 def test_int8_integer_math_equals_the_fake_quant_path():
@@ -180,7 +216,7 @@ def test_cuda_integer_kernels_agree_with_the_dequantize_path(qt, activations, dt
     assert cosine > 0.999
 
 
-@pytest.mark.parametrize("rows, expected", [(4, kernels.INT8_WEIGHT_ONLY), (32, kernels.DEQUANTIZE)])
+@pytest.mark.parametrize("rows, expected", [(4, kernels.INT8_WEIGHT_ONLY), (128, kernels.DEQUANTIZE)])
 def test_the_torch_latency_row_names_the_kernels_that_ran(rows, expected):
     import compress as cz
     from compress.eval.latency import LatencySettings

@@ -322,6 +322,7 @@ def eval_options(fn: Callable) -> Callable:
 
 def evaluation_from_options(opts: dict):
     """The recipe's evaluation section from the evaluator's command-line options."""
+    from compress.cli.generation import generation_settings
     from compress.eval.latency import LatencySettings
     from compress.eval.tasks import TaskOptions
     from compress.recipe import Evaluation
@@ -345,6 +346,7 @@ def evaluation_from_options(opts: dict):
             text_column=opts["text_column"],
             label_column=opts["label_column"],
         ),
+        generation=generation_settings(opts),
     )
 
 

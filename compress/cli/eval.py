@@ -15,6 +15,7 @@ from compress.cli.common import (
     quiet_option,
     with_module_options,
 )
+from compress.cli.generation import generation_options
 
 
 @click.command(name="eval")
@@ -26,6 +27,7 @@ from compress.cli.common import (
     help="The checkpoint the candidate is compared with.",
 )
 @eval_options
+@generation_options
 @with_module_options
 @json_option
 @quiet_option
@@ -37,6 +39,7 @@ def eval_command(candidate: str, baseline: str, json_path: str | None, quiet: bo
     compress eval out/model.safetensors --baseline model.safetensors --json report.json
     compress eval out/ --baseline model/ --task classification --data test.jsonl \\
         --runtime torch,onnxruntime --device cpu,cuda --json r.json --markdown r.md
+    compress eval gemma-int4/ --baseline gemma/ --device cpu --prompt-tokens 128 --new-tokens 64
     compress eval out/ --baseline cnn/model.safetensors --module cnn.py:DigitsCNN --data digits.npz
 
     With --module, both checkpoints are loaded into that class (the candidate, pruned or quantized,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from compress.errors import BadInput
 from compress.eval.environment import environment
+from compress.eval.generation import GenerationSettings, generation_rows
 from compress.eval.latency import LatencySettings
 from compress.eval.runtimes import OnnxGraphs, budget_notes, check_choices, latency_row
 from compress.eval.size import size_section, tensor_errors
@@ -35,6 +36,7 @@ def evaluate(
     latency: LatencySettings | None = None,
     inputs: Any = None,
     task_options: TaskOptions | dict | None = None,
+    generation: GenerationSettings | dict | None = None,
     progress=None,
     history: Any = "default",
 ) -> Report:
@@ -48,6 +50,8 @@ def evaluate(
     OpenVINO, in accuracy.details.by_runtime.openvino); `devices`: "cpu" and/or "cuda". An absent
     one gives an 'unavailable' row.
     `task_options` (a TaskOptions or a dict of its fields): text length, causal-lm window and stride.
+    `generation` (a GenerationSettings or a dict of its fields): time to first token, decode speed and
+    greedy agreement of causal LMs, on by default for them; `{"enabled": False}` skips it.
     `task`: auto, classification, embedding, causal-lm, fidelity, or a Task from eval.tasks.pick_task.
     `progress`: True for plain text progress (fine in a notebook), or a compress.progress.Progress.
     `history`: the compress.history.History the report is appended to, as the CLI does: "default"
@@ -67,9 +71,7 @@ def evaluate(
     cand = _as_model(candidate, progress)
     base = _as_model(baseline, progress)
     check_compatible(cand, base)
-    notes: list[str] = list(cand.notes)
-    notes += _source_check(cand, base)
-    notes += _compression_notes(cand)
+    notes: list[str] = [*cand.notes, *_source_check(cand, base), *_compression_notes(cand)]
     settings = latency or LatencySettings()
     if inputs is None and base.tokenizer is None:
         inputs = _data_inputs(data, settings.batch_size)
@@ -82,8 +84,9 @@ def evaluate(
     rows, latency_notes = _latency_rows(
         cand, base, devices, runtimes, settings, inputs, progress, accuracy, chosen
     )
-    notes += latency_notes
-    notes += budget_notes(rows, settings)
+    notes += latency_notes + budget_notes(rows, settings)
+    decoding, decoding_notes = generation_rows(cand, base, devices, runtimes, generation, settings, progress)
+    notes += decoding_notes
     sparsity, compute = structure_sections(cand, base, settings, inputs)
     notes += annotate_latency(rows, compute, sparsity)
     report = Report(
@@ -92,6 +95,7 @@ def evaluate(
         size=size_section(cand, base),
         accuracy=accuracy,
         latency=rows,
+        generation=decoding,
         tensors=tensors,
         sparsity=sparsity,
         compute=compute,
