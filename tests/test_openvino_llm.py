@@ -172,3 +172,21 @@ def test_int8_weight_only_is_held_for_a_causal_lm_and_refused_for_an_encoder(tin
         check_exports(steps, passes, "encoder")
     result = quantize(tiny_bert.parent, tmp_path / "bert-int8", "--export", "openvino")
     assert result.exit_code == 2 and not (tmp_path / "bert-int8").exists()
+
+
+def test_the_evaluator_runs_the_stateful_ir(exported, lively_llama):
+    from compress.eval.latency import LatencySettings
+
+    quick = LatencySettings(batch_size=2, seq_len=16, warmup=1, min_rounds=2, max_rounds=3, budget_s=0.1)
+    report = cz.evaluate(
+        exported,
+        lively_llama,
+        runtimes=("openvino",),
+        devices=("cpu",),
+        latency=quick,
+        task="fidelity",
+        limit=8,
+    )
+    row = report.latency_row("cpu", "openvino")
+    assert row is not None and row["status"] == "ok", row
+    assert row["openvino"]["candidate"]["source"] == "ir"

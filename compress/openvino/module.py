@@ -45,10 +45,12 @@ class OvModule(torch.nn.Module):
             inputs = {**dict(zip(self.names, args, strict=False)), **inputs}
         if "attention_mask" in self.names and "attention_mask" not in inputs and "input_ids" in inputs:
             inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
-        if self.stateful is not None:
+        if self.stateful is not None:  # positions as a torch causal LM counts them: 0, 1, ... per row
             ids, mask = inputs["input_ids"], inputs["attention_mask"]
+            positions = inputs.get("position_ids", torch.arange(ids.shape[1]).expand(ids.shape))
             self.stateful.start(len(ids))
-            output = torch.from_numpy(self.stateful.step(ids.cpu().numpy(), mask.cpu().numpy()).copy())
+            logits = self.stateful.step(ids.cpu().numpy(), mask.cpu().numpy(), positions.cpu().numpy())
+            output = torch.from_numpy(logits.copy())
             return SimpleNamespace(last_hidden_state=output, logits=output)
         result = self.request.infer(self.feeds(inputs))
         output = torch.from_numpy(result[self.compiled.output(0)].copy())

@@ -93,9 +93,10 @@ class Stateful:
         self.request.reset_state()
         self.mask = np.zeros((batch, 0), dtype=np.int64)
 
-    def step(self, input_ids: Any, attention_mask: Any = None) -> Any:
+    def step(self, input_ids: Any, attention_mask: Any = None, positions: Any = None) -> Any:
         """Logits (numpy [batch, positions, vocabulary]) of `input_ids` [batch, new] after everything
-        stepped since `start`; `attention_mask` [batch, new] marks padding (ones when None)."""
+        stepped since `start`; `attention_mask` [batch, new] marks padding (ones when None);
+        `positions` [batch, new] (None: counted from the mask, as transformers' generate does)."""
         import numpy as np
 
         ids = np.asarray(input_ids, dtype=np.int64)
@@ -108,5 +109,6 @@ class Stateful:
             "beam_idx": np.arange(len(ids), dtype=np.int32),
         }
         if "position_ids" in self.names:
-            feeds["position_ids"] = position_ids(self.mask, past)
+            given = None if positions is None else np.asarray(positions, dtype=np.int64)
+            feeds["position_ids"] = position_ids(self.mask, past) if given is None else given
         return self.request.infer(feeds)["logits"]
