@@ -18,9 +18,11 @@ from compress.errors import BadInput
 if TYPE_CHECKING:  # imported lazily: compress.eval imports this module
     from compress.eval.tasks import AccuracyResult
 
-SCHEMA = "compress.report/2"
-# Versions this compress reads: /2 only adds keys to /1 (absent ones take their defaults).
-READABLE_SCHEMAS = ("compress.report/1", SCHEMA)
+SCHEMA = "compress.report/3"
+# Versions this compress reads: each only adds keys to the one before (absent ones take their defaults).
+# /3 added the latency rows' warmup_rounds, timing_s and budget_capped, and accuracy.details.max_length
+# (with max_length_from) for every text task.
+READABLE_SCHEMAS = ("compress.report/1", "compress.report/2", SCHEMA)
 
 
 @dataclass

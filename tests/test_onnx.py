@@ -162,7 +162,7 @@ def test_real_minilm_exports_faithfully(minilm, tmp_path):
 
 
 def test_latency_settings_are_checked():
-    with pytest.raises(BadInput, match="threads must be at least 1"):
+    with pytest.raises(BadInput, match="threads must be between 1 and"):
         LatencySettings.from_dict({"threads": 0})
-    with pytest.raises(BadInput, match="batch_size must be at least 1"):
+    with pytest.raises(BadInput, match="batch_size must be between 1 and"):
         LatencySettings.from_dict({"batch_size": 0})

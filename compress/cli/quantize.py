@@ -34,6 +34,7 @@ SETTING_OPTIONS = (
     "act_order",
     "clip",
     "backend",
+    "allow_nonfinite",
 )
 
 
@@ -113,6 +114,13 @@ SETTING_OPTIONS = (
 @click.option("--calib-samples", type=int, metavar="N", help="Calibration samples [default: 128].")
 @click.option("--calib-seq-len", type=int, metavar="N", help="Tokens per calibration sample [default: 512].")
 @click.option("--calib-seed", type=int, metavar="N", help="Seed that picks the samples [default: 0].")
+@click.option(
+    "--allow-nonfinite",
+    flag_value=True,
+    default=None,
+    help="Quantize weights holding NaN or Inf (NaN as 0, Inf as the row's largest finite value) instead of "
+    "refusing them [default: refuse].",
+)
 @click.option(
     "--embeddings", is_flag=True, help="Quantize embedding tables too (Linear layers only by default)."
 )

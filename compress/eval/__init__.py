@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from compress.errors import BadInput
 from compress.eval.environment import environment
 from compress.eval.latency import LatencySettings
-from compress.eval.runtimes import OnnxGraphs, check_choices, latency_row
+from compress.eval.runtimes import OnnxGraphs, budget_notes, check_choices, latency_row
 from compress.eval.size import size_section, tensor_errors
 from compress.eval.structure import annotate_latency, structure_sections
 from compress.eval.tasks import AccuracyResult, Task, TaskOptions, pick_task
@@ -73,20 +73,14 @@ def evaluate(
 
     both = cand.checkpoint and base.checkpoint and not (cand.onnx_only or base.onnx_only)
     tensors = tensor_errors(cand.checkpoint, base.checkpoint) if both else []
-    if isinstance(task, Task):  # picked once by the caller (a sweep), so it can reuse its baseline work
-        chosen, why = task, f"task '{task.name}' as given"
-    else:
-        chosen, why = pick_task(base, task, data, inputs=inputs, limit=limit, options=options)
+    chosen, accuracy, why = _accuracy(cand, base, task, data, inputs, limit, options, progress)
     notes.append(why)
-    if chosen is None:
-        accuracy = AccuracyResult.unavailable(why)
-    else:
-        accuracy = chosen.run(base, cand, progress=progress)
 
     rows, latency_notes = _latency_rows(
         cand, base, devices, runtimes, settings, inputs, progress, accuracy, chosen
     )
     notes += latency_notes
+    notes += budget_notes(rows, settings)
     sparsity, compute = structure_sections(cand, base, settings, inputs)
     notes += annotate_latency(rows, compute, sparsity)
     report = Report(
@@ -103,6 +97,18 @@ def evaluate(
     )
     _record(report, history)
     return report
+
+
+def _accuracy(cand, base, task, data, inputs, limit, options, progress):
+    """(the task run, its result, why it was picked): a Task given by the caller (a sweep picks one
+    and reuses its baseline work), or the one `task` names or auto picks."""
+    if isinstance(task, Task):
+        chosen, why = task, f"task '{task.name}' as given"
+    else:
+        chosen, why = pick_task(base, task, data, inputs=inputs, limit=limit, options=options)
+    if chosen is None:
+        return None, AccuracyResult.unavailable(why), why
+    return chosen, chosen.run(base, cand, progress=progress), why
 
 
 def _latency_rows(

@@ -153,6 +153,28 @@ class OnnxGraphs:
             self._dir.cleanup()
 
 
+def budget_notes(rows: list[dict], settings: LatencySettings) -> list[str]:
+    """A note for each row whose rounds the time budget cut short, or whose minimum overran it."""
+    notes = []
+    for row in rows:
+        if row.get("status") != "ok":
+            continue
+        where = f"latency {row['device']}/{row['runtime']}"
+        if row.get("timing_s", 0) > settings.budget_s:
+            notes.append(
+                f"{where}: one round takes longer than the {settings.budget_s:g} s budget; the minimum of "
+                f"{row.get('warmup_rounds', 0)} warm-up and {row['rounds']} timed rounds took "
+                f"{row['timing_s']:.1f} s"
+            )
+        elif row.get("budget_capped") and row["rounds"] < settings.min_rounds:
+            notes.append(
+                f"{where}: the {settings.budget_s:g} s budget allowed {row['rounds']} timed rounds (of the "
+                f"{settings.min_rounds} wanted), so the speedup's interval is wide; a larger --budget "
+                "narrows it"
+            )
+    return notes
+
+
 def latency_row(
     cand: Model,
     base: Model,
@@ -221,6 +243,9 @@ def latency_row(
         "throughput": items * 1e3 / pair.candidate.p50,
         "baseline_throughput": items * 1e3 / pair.baseline.p50,
         "rounds": pair.rounds,
+        "warmup_rounds": pair.warmup,
+        "timing_s": pair.seconds,
+        "budget_capped": pair.budget_capped,
         **mem_c,
         **{f"baseline_{k}": v for k, v in mem_b.items()},
     }
