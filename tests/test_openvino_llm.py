@@ -21,7 +21,7 @@ PROMPTS = torch.tensor([[5, 6, 7, 8, 9, 10, 11], [20, 30, 40, 50, 60, 70, 80]])
 NEW = 16
 LINEARS = 14  # 2 layers x (q, k, v, o, gate, up, down); the tied output head comes on top
 SCHEMES = {
-    "int4-sym": ["--scheme", "int4", "--group-size", "16"],
+    "int4-sym+int4-emb": ["--scheme", "int4", "--group-size", "16", "--embeddings"],
     "int4-asym+int8-emb": [
         "--scheme",
         "int4",
@@ -111,6 +111,12 @@ def test_ir_holds_the_checkpoints_integers_and_runs_compressed_kernels(exported)
     assert counts.get("f32/u4", 0) == int4 and counts.get("f32/i8", 0) == len(linears) - int4
     tables = [m for m in model.module.modules() if isinstance(m, QuantEmbedding)]
     assert len(linears) == LINEARS + len(tables)  # with a quantized table, the tied output head too
+    gathers = [  # the embedding lookup reads the stored integer table (OpenVINO's compressed Gather)
+        op.input(0).get_element_type().get_type_name()
+        for op in compile_model(xml).get_runtime_model().get_ops()
+        if op.get_rt_info()["layerType"].astype(str) == "Gather" and op.get_input_size() >= 4
+    ]
+    assert gathers == [t.qweight.scheme.replace("int", "i").replace("i4", "u4") for t in tables]
 
 
 def test_openvino_genai_loads_the_folder(exported):
