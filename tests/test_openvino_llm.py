@@ -196,3 +196,14 @@ def test_the_evaluator_runs_the_stateful_ir(exported, lively_llama):
     row = report.latency_row("cpu", "openvino")
     assert row is not None and row["status"] == "ok", row
     assert row["openvino"]["candidate"]["source"] == "ir"
+
+
+def test_the_exporter_runs_as_the_first_import_of_a_process(tmp_path):
+    """compress.onnx.samples imported first (as the exporter does in a fresh process) must not find
+    compress.eval half-initialised (it imports that module from its package __init__)."""
+    import subprocess
+    import sys
+
+    code = "from compress.onnx.samples import export_samples; import compress.exporters.openvino"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-500:]

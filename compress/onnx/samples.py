@@ -10,8 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 from compress.errors import Unavailable
-from compress.eval.calls import batch_size_of
-from compress.eval.text import tokenize
 
 _EXPORT_TEXTS = ["a short one", "a longer sentence, so that the batch holds padding and a real mask"]
 _CHECK_TEXTS = ["checking", "another shape than the export's", "three rows, with padding in them"]
@@ -20,6 +18,11 @@ _CHECK_TEXTS = ["checking", "another shape than the export's", "three rows, with
 def export_samples(inputs: Any) -> Callable[[Any], tuple[Any, list[Any]]]:
     """Inputs to export each model with and to check the export on (other batch sizes and lengths)."""
     import torch
+
+    # Here, not at the top: compress.eval's package imports this module, so a process whose first
+    # import is this one would find compress.eval half-initialised.
+    from compress.eval.calls import batch_size_of
+    from compress.eval.text import tokenize
 
     def samples(model: Any):
         if inputs is not None:
