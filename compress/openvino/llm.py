@@ -244,7 +244,7 @@ def export_llm_ir(model, out: Path) -> Path:
     vocab = (
         model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     ).vocab_size
-    check = check_stateful(compiled, model.module, vocab, **({"rtol": 1e-3} if held else {}))
+    check = check_stateful(compiled, model.module, vocab)  # weight-only: float rounding apart
     del compiled
     source = f"stateful causal LM ({held} quantized weights held as stored integers)"
     with tempfile.TemporaryDirectory(prefix="compress-ov-tok-") as tmp:
