@@ -207,3 +207,15 @@ def test_the_exporter_runs_as_the_first_import_of_a_process(tmp_path):
     code = "from compress.onnx.samples import export_samples; import compress.exporters.openvino"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-500:]
+
+
+def test_decoder_takes_a_model_converted_in_memory(exported):
+    from compress.openvino.llm import convert_causal_lm
+
+    model = cz.load(exported)
+    ov_model, held = convert_causal_lm(model.module, model.config)
+    decoder = OvDecoder(ov_model)
+    assert decoder.sliced and decoder.path is None and held >= LINEARS
+    assert (decoder.generate(PROMPTS, 8).tokens == torch_greedy(model.module, PROMPTS, 8)).all()
+    assert {"beam_idx", "input_ids"} <= {i.get_any_name() for i in ov_model.inputs}  # the caller's, unchanged
+    assert ov_model.output("logits").get_partial_shape()[1].is_dynamic  # not sliced to one position

@@ -48,26 +48,31 @@ class OvDecoder:
     """Greedy decoding with a stateful causal-LM IR on the CPU.
 
     source: a compress Model folder with the exported IR (`<folder>/openvino/openvino_model.xml`),
-    that `openvino/` folder, or an .xml path. threads: inference threads (None: OpenVINO's choice).
-    precision: OpenVINO's inference precision for what is not integer ('f32', compress's arithmetic,
-    or 'bf16'). properties: more compile properties; they override the defaults, which are
-    compress's faithful settings (no dynamic quantization of activations, f32 KV cache):
-    `properties={}` with precision 'bf16' and `faithful=False` compiles with OpenVINO's own defaults.
+    that `openvino/` folder, an .xml path, or an ov.Model (e.g. compress.openvino.llm.
+    convert_causal_lm(model.module, model.config)[0] for a checkpoint without an exported IR; it is
+    copied, not changed). threads: inference threads (None: OpenVINO's choice). precision:
+    OpenVINO's inference precision for what is not integer ('f32': compress's arithmetic; 'bf16';
+    None: OpenVINO's default). faithful: compile with compress's settings (no dynamic quantization of
+    activations, KV cache in f32); False: OpenVINO's (the IR's rt_info options still apply).
+    properties: more compile properties, applied last.
     """
 
     def __init__(
         self,
-        source: str | Path,
+        source: Any,
         *,
         threads: int | None = None,
-        precision: str = "f32",
+        precision: str | None = "f32",
         faithful: bool = True,
         properties: dict[str, Any] | None = None,
     ):
         from compress.openvino.core import FAITHFUL, FAITHFUL_CACHE, compile_model, core
 
-        self.path = llm_ir_path(source)
-        ov_model = core().read_model(str(self.path))
+        if isinstance(source, str | Path):
+            self.path: Path | None = llm_ir_path(source)
+            ov_model = core().read_model(str(self.path))
+        else:
+            self.path, ov_model = None, source.clone()
         self.sliced = slice_last_logits(ov_model)
         config = {**FAITHFUL, **FAITHFUL_CACHE} if faithful else {}
         config.update(properties or {})
@@ -115,14 +120,16 @@ def slice_last_logits(ov_model: Any) -> bool:
     import numpy as np
     from openvino import opset13 as ops
 
+    if not any("logits" in output.get_names() for output in ov_model.outputs):
+        return False
     node = ov_model.output("logits").get_node().input_value(0).get_node()
-    while node.get_type_name() != "MatMul":
-        if (
-            node.get_type_name() not in ("Convert", "Multiply", "Divide", "Tanh", "Add")
-            or node.get_input_size() < 1
-        ):
+    while node.get_type_name() != "MatMul":  # through a soft-capping: Divide, Tanh, Multiply, Convert
+        if node.get_type_name() not in ("Convert", "Multiply", "Divide", "Tanh", "Add"):
             return False
-        node = node.input_value(0).get_node()
+        inputs = [v.get_node() for v in node.input_values() if v.get_node().get_type_name() != "Constant"]
+        if len(inputs) != 1:
+            return False
+        node = inputs[0]
     hidden = node.input_value(0)
 
     def const(value: int):
