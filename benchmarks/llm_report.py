@@ -13,7 +13,7 @@ FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_in
 def verdicts(rows: dict) -> list[str]:
     """The issue's "Done when" targets for the OpenVINO IR, each met or not, with the numbers."""
     out = []
-    awq = rows[AWQ_OV]
+    awq = rows.get(AWQ_OV, {})
     if "agreement_own_torch" in awq:
         same, first = awq["agreement_own_torch"], awq.get("same_32_as_own_torch_batch1")
         verdict = "met" if same == 1 and first is not False else "not met"
@@ -24,7 +24,7 @@ def verdicts(rows: dict) -> list[str]:
             f"32): **{verdict}**."
         )
     for peer in NNCF_INT4:
-        nncf = rows[peer]
+        nncf = rows.get(peer, {})
         if "decode_tokens_per_s" not in awq or "decode_tokens_per_s" not in nncf:
             continue
         ratio = awq["decode_tokens_per_s"] / nncf["decode_tokens_per_s"]
@@ -77,6 +77,11 @@ def render(state: dict) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in sorted((env.get("versions") or {}).items()) if v)
     flags = " ".join(f for f in FEATURES if f in cpu["features"]) or "none of " + " ".join(FEATURES)
     status = "" if state.get("complete") else f"**PARTIAL RESULTS** ({state.get('status')})\n\n"
+    if state.get("subset"):
+        status += (
+            "**Subset run** (`--done-when`): only the rows of the issue's OpenVINO target; the others "
+            "were not measured in this run.\n\n"
+        )
     parts = [
         "# Gemma-3-270M decoding: compress INT8 / INT4 in torch and OpenVINO against NNCF\n\n",
         status,

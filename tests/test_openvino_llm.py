@@ -219,3 +219,12 @@ def test_decoder_takes_a_model_converted_in_memory(exported):
     assert (decoder.generate(PROMPTS, 8).tokens == torch_greedy(model.module, PROMPTS, 8)).all()
     assert {"beam_idx", "input_ids"} <= {i.get_any_name() for i in ov_model.inputs}  # the caller's, unchanged
     assert ov_model.output("logits").get_partial_shape()[1].is_dynamic  # not sliced to one position
+
+
+def test_decoder_times_each_call_with_the_callers_clock(exported):
+    ticks = iter(range(1000))
+    decoder = OvDecoder(exported)
+    result = decoder.generate(PROMPTS[:1], 4, clock=lambda: float(next(ticks)))
+    # each call reads the clock twice: before the step and after the token is picked
+    assert result.first_token_s == 1.0 and result.step_s == [1.0, 1.0, 1.0]
+    assert result.decode_tokens_per_s == 1.0
