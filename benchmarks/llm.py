@@ -61,8 +61,6 @@ DONE_WHEN = (
     "compress INT4-AWQ · torch",
     "compress INT4-AWQ · openvino",
     "NNCF INT4 asym · openvino",
-    "compress INT4-AWQ · openvino defaults",
-    "NNCF INT4 asym · openvino defaults",
 )
 
 
