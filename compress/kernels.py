@@ -27,6 +27,9 @@ unavailable (shape, group size, torch build, device) is named in the reason, nev
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +46,20 @@ CPU_MAX_ROWS = {"int8": 64, "int4": 128}
 # The CPU int8 kernel reads the input 16 values at a time with aligned loads.
 CPU_INT8_K_MULTIPLE = 16
 CPU_DYNAMIC_WHY = "torch._int_mm measured 2-25x slower than fake-quant then F.linear on CPU"
+# True inside `stored_arithmetic()`: every QuantLinear dequantizes (what exports are checked against).
+_STORED_ARITHMETIC = contextvars.ContextVar("compress_stored_arithmetic", default=False)
+
+
+@contextlib.contextmanager
+def stored_arithmetic() -> Iterator[None]:
+    """Within: quantized Linear layers compute dequantize-then-F.linear in the input's dtype, the
+    arithmetic the stored codes define, not an integer kernel's bfloat16 rounding. Exports (ONNX,
+    OpenVINO) are checked against this."""
+    token = _STORED_ARITHMETIC.set(True)
+    try:
+        yield
+    finally:
+        _STORED_ARITHMETIC.reset(token)
 
 
 @dataclass(frozen=True)
@@ -273,6 +290,10 @@ def quant_linear_forward(module: Any, x: Any) -> Any:
 
     if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         module.kernel = Kernel(DEQUANTIZE, "tracing for export: the graph holds plain operators")
+        return module.dequantized_forward(x)
+    if _STORED_ARITHMETIC.get():
+        why = "checking an export: the stored arithmetic, not a kernel's rounding"
+        module.kernel = Kernel(DEQUANTIZE, why)
         return module.dequantized_forward(x)
     if x.requires_grad and torch.is_grad_enabled():
         module.kernel = Kernel(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from compress._version import __version__
@@ -120,7 +121,7 @@ def plan_run(
         samples = from_memory(data)
     steps = [_step(i, cfg, recipe, samples) for i, cfg in enumerate(recipe.passes)]
     recipe = recipe.replace(passes=[s.config for s in steps])
-    _check(recipe, steps, weights, samples)
+    _check(recipe, steps, weights, samples, model.family if model is not None else _family(weights))
     out = Path(output) if output is not None else None
     if out is not None:
         check_output_folder(out, weights)
@@ -249,11 +250,35 @@ def _step(index: int, cfg: PassConfig, recipe: Recipe, samples: CalibrationData 
     return Step(index, cfg, "memory", takes)
 
 
-def _check(recipe: Recipe, steps: list[Step], weights: Path | None, samples: CalibrationData | None) -> None:
+def _family(weights: Path | None) -> str | None:
+    """The model family ('causal-lm', 'encoder', ...) that the config beside `weights` names, if any."""
+    import json
+
+    from compress.model import family_of
+
+    config = weights.parent / "config.json" if weights is not None else None
+    if config is None or not config.is_file():
+        return None
+    try:
+        raw = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return None  # loading the model reports a broken config
+    return (
+        family_of(SimpleNamespace(architectures=raw.get("architectures"))) if isinstance(raw, dict) else None
+    )
+
+
+def _check(
+    recipe: Recipe,
+    steps: list[Step],
+    weights: Path | None,
+    samples: CalibrationData | None,
+    family: str | None = None,
+) -> None:
     """Targets that match nothing, missing data files, export steps a format cannot hold: now."""
     from compress.checkpoint import SafetensorsFile
     from compress.eval.data import BUILTIN, BUILTIN_TEXT
-    from compress.exporters import get_exporter
+    from compress.exporters import check_exports
     from compress.layers import select_checkpoint_tensors
 
     if weights is not None:
@@ -274,10 +299,7 @@ def _check(recipe: Recipe, steps: list[Step], weights: Path | None, samples: Cal
     if name and name not in BUILTIN and name not in BUILTIN_TEXT and not Path(name).is_file():
         known = ", ".join([*BUILTIN, *BUILTIN_TEXT])
         raise BadInput(f"evaluate.data: {name}: no such file (built-in data sets: {known}).")
-    for cfg in recipe.export:
-        spec = get_exporter(cfg.format)
-        if spec.check is not None:
-            spec.check(list(recipe.passes), cfg)
+    check_exports(list(recipe.export), list(recipe.passes), family)
 
 
 def _check_model(recipe: Recipe, weights: Path) -> Any | None:

@@ -120,9 +120,16 @@ def write_tiny_bert(folder: str | Path, seed: int = 0) -> Path:
     return folder / "model.safetensors"
 
 
-def write_tiny_llama(folder: str | Path, seed: int = 0, tie: bool = True, hidden_size: int = 64) -> Path:
+def write_tiny_llama(
+    folder: str | Path,
+    seed: int = 0,
+    tie: bool = True,
+    hidden_size: int = 64,
+    initializer_range: float = 0.02,
+) -> Path:
     """A 2-layer Llama causal LM (tied embeddings by default) with the BERT tokenizer above; its FFN
-    is twice `hidden_size` wide (hidden_size 128 fits INT4 groups of 128)."""
+    is twice `hidden_size` wide (hidden_size 128 fits INT4 groups of 128). With the default
+    initializer_range its greedy decoding repeats the prompt's last token; 0.2 makes it vary."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -139,6 +146,7 @@ def write_tiny_llama(folder: str | Path, seed: int = 0, tie: bool = True, hidden
         num_key_value_heads=2,
         max_position_embeddings=256,
         tie_word_embeddings=tie,
+        initializer_range=initializer_range,
         architectures=["LlamaForCausalLM"],
         pad_token_id=0,
     )

@@ -178,7 +178,8 @@ def test_a_broken_candidate_disagrees(tiny_llama):
 def test_quantized_candidate_names_the_kernel_it_decoded_with(tiny_llama, tmp_path):
     int4 = cz.quantize(str(tiny_llama), "int4", group_size=32).save(tmp_path / "int4")
     rows, _ = _rows(cz.load(int4), cz.load(tiny_llama), SMALL.replace(batch_sizes=(1,), max_rounds=2))
-    assert rows[0]["torch_kernels"] == {"torch._weight_int4pack_mm_for_cpu": 14}
+    # 14 INT4 Linear layers; the output head, tied to the embedding table, is INT8 by default
+    assert rows[0]["torch_kernels"] == {"torch._weight_int4pack_mm_for_cpu": 14, "torch._weight_int8pack_mm": 1}
 
 
 def test_runtimes_without_a_decoder_and_absent_devices_are_unavailable_with_a_reason(tiny_llama):
@@ -281,3 +282,20 @@ def test_cli_eval_options(tiny_llama, tmp_path):
     assert json.loads(result.stdout)["generation"] == []
     result = CliRunner().invoke(main, ["eval", *common, "--generate-batch", "one"])
     assert result.exit_code == 2 and "--generate-batch" in result.output
+
+
+def test_openvino_decodes_the_stateful_ir_as_torch_decodes_the_module(tiny_llama, tmp_path):
+    """The openvino decoder (a stateful IR converted for the run, or the folder's exported one)
+    picks the tokens torch picks; quantized activations are unavailable with the reason."""
+    pytest.importorskip("openvino")
+    model = cz.load(tiny_llama)
+    settings = SMALL.replace(batch_sizes=(1,), min_rounds=1, max_rounds=1)
+    rows, _ = generation_rows(model, model, ("cpu",), ("torch", "openvino"), settings, ONE_THREAD)
+    assert [(r["runtime"], r["status"]) for r in rows] == [("torch", "ok"), ("openvino", "ok")]
+    assert rows[1]["greedy_agreement"] == 1.0 and rows[1]["decode_tokens_per_s"] > 0
+    exported = cz.quantize(str(tiny_llama), "int8", export=("openvino",)).save(tmp_path / "int8")
+    rows, _ = generation_rows(cz.load(exported), model, ("cpu",), ("openvino",), settings, ONE_THREAD)
+    assert rows[0]["status"] == "ok" and rows[0]["greedy_agreement"] >= 0.5
+    static = cz.quantize(str(tiny_llama), "int8", activations="static", data=torch.randint(0, 100, (4, 16)))
+    rows, _ = generation_rows(static.model, model, ("cpu",), ("openvino",), settings, ONE_THREAD)
+    assert rows[0]["status"] == "unavailable" and "weight-only" in rows[0]["reason"]

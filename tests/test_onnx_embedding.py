@@ -87,6 +87,6 @@ def test_cli_static_export_with_embeddings_shrinks_the_graph(tiny_bert, tmp_path
         float_tables = [
             i for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT and i.dims == [115, 64]
         ]
-        assert bool(float_tables) == (name == "linear")  # the 115-word table stays float with --embeddings float
+        assert bool(float_tables) == (name == "linear")  # --embeddings float: the 115-word table stays float
     # The word, position and token-type tables (115 + 160 + 2 rows of 64) go from 4 bytes a value to 1.
     assert sizes["linear"] - sizes["embeddings"] > 0.7 * (115 + 160 + 2) * 64 * 3

@@ -7,8 +7,8 @@ every run of every model decodes exactly as many tokens and the rows compare lik
 
 DECODERS maps a runtime name to a factory `(model, device, threads) -> Decoder` that raises
 compress.errors.Unavailable with the reason when it cannot decode that model there. torch (its KV
-cache, `compress.kernels` for quantized layers) is built in; another runtime plugs in by adding
-its factory (e.g. DECODERS["openvino"] = openvino_decoder). A runtime without one is reported as
+cache, `compress.kernels` for quantized layers) and openvino (a stateful IR) are built in; another
+runtime plugs in by adding its factory. A runtime without one is reported as
 unavailable, with the reason, never left out.
 """
 
@@ -85,14 +85,48 @@ def torch_decoder(model: Model, device: str, threads: int) -> Decoder:
     return Decoder(generate, close=lambda: model.module.to("cpu"))
 
 
+def openvino_decoder(model: Model, device: str, threads: int) -> Decoder:
+    """Greedy decoding with a stateful OpenVINO IR (KV cache held as state, logits of the last
+    position only, as openvino-genai decodes): the folder's exported IR (`--export openvino`), else
+    one converted from the torch module for this run. Weight-only quantization only (the stateful
+    IR holds no quantized activations)."""
+    import torch
+
+    from compress.openvino.core import check_device
+    from compress.openvino.generate import OvDecoder
+    from compress.openvino.ir import IR_DIR, IR_NAME, quantization
+    from compress.openvino.llm import convert_causal_lm, llm_refusal
+
+    if model.onnx_only:
+        raise Unavailable("exists only as an ONNX graph (made by a backend): no stateful IR to decode with")
+    if model.family != "causal-lm":
+        raise Unavailable(f"a {model.family} model does not generate text")
+    check_device(device)
+    reason = llm_refusal(quantization(model.module)[1])
+    if reason:
+        raise Unavailable(reason)
+    exported = model.folder / IR_DIR / IR_NAME if model.folder is not None else None
+    if exported is not None and exported.is_file():
+        source, origin = exported, "the folder's exported IR"
+    else:
+        source, origin = convert_causal_lm(model.module, model.config)[0], "converted for this run"
+    decoder = OvDecoder(source, threads=threads)
+
+    def generate(input_ids, new_tokens: int, clock: Clock) -> Generated:
+        start = clock()
+        result = decoder.generate(input_ids, new_tokens, clock=clock)
+        end = clock()
+        return Generated(torch.from_numpy(result.tokens), result.first_token_s, end - start)
+
+    return Decoder(generate, info={"ir": origin})
+
+
 DecoderFactory = Callable[[Model, str, int], Decoder]
-DECODERS: dict[str, DecoderFactory] = {"torch": torch_decoder}
+DECODERS: dict[str, DecoderFactory] = {"torch": torch_decoder, "openvino": openvino_decoder}
 # Runtimes the evaluator times one forward pass on but cannot decode with yet, and why.
 NO_DECODER = {
     "onnxruntime": "no decoder: the evaluator's ONNX export has no KV cache, so each token would rerun "
     "the whole sequence (not what a serving runtime does)",
-    "openvino": "no decoder yet: the evaluator's OpenVINO model is stateless (no KV cache); stateful "
-    "decoding is not built",
 }
 
 

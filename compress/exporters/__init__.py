@@ -62,9 +62,10 @@ class ExporterSpec:
     # (folder holding model.safetensors and its side files, settings, progress) -> paths written
     export: Callable[[Path, Any, Any], list[Path]]
     summary: str
-    # (the recipe's pass settings, the export settings) -> None, or BadInput for a combination the
-    # format cannot hold (checked before any pass runs)
-    check: Callable[[list[Any], Any], None] | None = None
+    # (the recipe's pass settings, the export settings[, the input model's family: 'causal-lm',
+    # 'encoder', 'classifier', ... or None when unknown]) -> None, or BadInput for a combination the
+    # format cannot hold (checked before any pass runs; see check_exports)
+    check: Callable[..., None] | None = None
     requires: tuple[str, ...] = ()  # packages the exporter imports (listed by `compress passes`)
 
 
@@ -112,6 +113,21 @@ def export_config_from_dict(data: Any, where: str = "export") -> ExportConfig:
         )
     spec = get_exporter(str(data["format"]))
     return spec.config.from_dict(data, where)
+
+
+def check_exports(steps: list[ExportConfig], passes: list[Any], family: str | None) -> None:
+    """Each export step's check on the recipe's passes, before any pass runs; a check that takes a
+    third argument also gets the input model's family (a causal LM's IR holds other schemes)."""
+    import inspect
+
+    for cfg in steps:
+        spec = get_exporter(cfg.format)
+        if spec.check is None:
+            continue
+        if len(inspect.signature(spec.check).parameters) >= 3:
+            spec.check(list(passes), cfg, family)
+        else:
+            spec.check(list(passes), cfg)
 
 
 def run_exports(folder: Path, steps: list[ExportConfig], progress=None) -> list[Path]:

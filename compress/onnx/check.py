@@ -78,12 +78,13 @@ def compare_outputs(
     import torch
 
     from compress.eval.calls import call_module, main_output
+    from compress.kernels import stored_arithmetic
     from compress.onnx.export import named_inputs
 
     worst_diff, worst_cos, worst_tol, shapes = 0.0, 1.0, math.inf, []
     for sample in samples:
         named, _ = named_inputs(sample)
-        with torch.inference_mode():
+        with torch.inference_mode(), stored_arithmetic():
             expected = main_output(call_module(module, sample)).float()
         where = f"{name} on inputs of shape {list(next(iter(named.values())).shape)}"
         try:

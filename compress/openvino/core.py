@@ -18,6 +18,9 @@ from typing import Any
 from compress.errors import Unavailable
 
 FAITHFUL = {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
+# Compiled for compress's arithmetic (compress.openvino.core.FAITHFUL) with the KV cache in float32:
+# OpenVINO's CPU default stores it as u8, which rounds keys and values.
+FAITHFUL_CACHE = {"KV_CACHE_PRECISION": "f32"}
 # Runtime-graph layer types that multiply matrices: weights (FullyConnected, Convolution) or two
 # activations (MatMul, e.g. attention scores).
 MATRIX_LAYERS = ("FullyConnected", "MatMul", "Convolution")
@@ -53,14 +56,24 @@ def check_device(device: str) -> str:
     return name
 
 
-def compile_model(model: Any, device: str = "cpu", threads: int | None = None, precision: str = "f32"):
+def compile_model(
+    model: Any,
+    device: str = "cpu",
+    threads: int | None = None,
+    precision: str | None = "f32",
+    properties: dict[str, Any] | None = None,
+):
     """`model` (an ov.Model or an IR / ONNX path) compiled for latency on `device` with `threads`
-    inference threads (None: OpenVINO's choice), in compress's FAITHFUL settings."""
+    inference threads (None: OpenVINO's choice), in compress's FAITHFUL settings, or in
+    `properties` instead when given; `precision` (None: OpenVINO's default) for what is not integer."""
     config: dict[str, Any] = {
         "PERFORMANCE_HINT": "LATENCY",
-        **FAITHFUL,
-        "INFERENCE_PRECISION_HINT": precision,
+        **(FAITHFUL if properties is None else properties),
     }
+    if precision is not None:
+        config["INFERENCE_PRECISION_HINT"] = precision
+    else:
+        config.pop("INFERENCE_PRECISION_HINT", None)
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     if not isinstance(model, require().Model):

@@ -119,15 +119,16 @@ def check_compiled(compiled, module, samples: list[Any], name: str, **tolerances
     return compare_outputs(run, module, samples, name=name, runtime="OpenVINO", **tolerances)
 
 
-def export_ir(folder: Path, samples: Callable[[Any], tuple[Any, list[Any]]]) -> Path:
+def export_ir(folder: Path, samples: Callable[[Any], tuple[Any, list[Any]]], model: Any = None) -> Path:
     """Write `folder/openvino/` (openvino_model.xml + .bin, config and tokenizer files) for the model
     in `folder`, after checking it against the torch module on `samples(model)` (the inputs to export
-    with, and more to check on: compress.onnx.samples.export_samples); returns the XML's path."""
+    with, and more to check on: compress.onnx.samples.export_samples); returns the XML's path.
+    `model`: the folder's Model when the caller has loaded it already."""
     from compress.model import load
     from compress.openvino.core import compile_model, require
     from compress.precision import scheme_of_module
 
-    model = load(folder)
+    model = load(folder) if model is None else model
     if not model.runnable:
         raise Unsupported(f"{folder}: has no config.json, so there is no model to export to OpenVINO.")
     sample, checks = samples(model)
@@ -146,16 +147,27 @@ def export_ir(folder: Path, samples: Callable[[Any], tuple[Any, list[Any]]]) -> 
         return write_ir(ov_model, Path(folder) / IR_DIR, Path(folder), source, half=half)
 
 
-def write_ir(ov_model, out: Path, side_files_from: Path | None, source: str, half: bool = False) -> Path:
+def write_ir(
+    ov_model,
+    out: Path,
+    side_files_from: Path | None,
+    source: str,
+    extra: list[Path] | tuple[Path, ...] = (),
+    runtime_options: dict[str, str] | None = None,
+    half: bool = False,
+) -> Path:
     """Save `ov_model` as `out/openvino_model.xml` + `.bin` (float weights kept in float32; `half`:
     stored as float16, exact for an fp16 model's weights) with the config and tokenizer files of
-    `side_files_from` beside it, atomically."""
+    `side_files_from` and the `extra` files beside it, atomically. `runtime_options` go into the
+    IR's rt_info (OpenVINO applies them when it compiles the IR and the caller does not set them),
+    with DYNAMIC_QUANTIZATION_GROUP_SIZE 0 always."""
     from compress._version import __version__
     from compress.checkpoint import atomic_output_dir
     from compress.model import SIDE_FILES
     from compress.openvino.core import require
 
-    ov_model.set_rt_info("0", ["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"])
+    for key, value in {"DYNAMIC_QUANTIZATION_GROUP_SIZE": "0", **(runtime_options or {})}.items():
+        ov_model.set_rt_info(value, ["runtime_options", key])
     ov_model.set_rt_info(__version__, ["compress", "version"])
     ov_model.set_rt_info(source, ["compress", "source"])
     with atomic_output_dir(out) as stage:
@@ -165,4 +177,6 @@ def write_ir(ov_model, out: Path, side_files_from: Path | None, source: str, hal
             if src.is_file():
                 (stage / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, stage / name)
+        for path in extra:
+            shutil.copy2(path, stage / path.name)
     return out / IR_NAME
