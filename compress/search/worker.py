@@ -84,7 +84,8 @@ class TrialWorker:
         }
 
     def run(self, recipe_yaml: str) -> dict[str, Any]:
-        """Run one trial's recipe; {'report': ...} or {'error': one sentence, 'bad_setting': bool}."""
+        """Run one trial's recipe into a scratch folder; {'report': ...} or {'error': one sentence,
+        'bad_setting': bool}."""
         from compress.errors import CompressError
         from compress.recipe import Recipe
         from compress.runner import run
@@ -92,7 +93,16 @@ class TrialWorker:
         started = time.perf_counter()
         try:
             recipe = _relocate(Recipe.loads(recipe_yaml, "trial recipe"), self.paths)
-            result = run(recipe, self.model, task=self.task, history=None, command="search")
+            # Written to a folder and measured there, as `compress run` writes it: the size is the file's.
+            with tempfile.TemporaryDirectory(prefix="cz-trial-") as scratch:
+                result = run(
+                    recipe,
+                    self.model,
+                    Path(scratch) / "model",
+                    task=self.task,
+                    history=None,
+                    command="search",
+                )
         except CompressError as exc:
             return {"error": str(exc), "bad_setting": True, "seconds": time.perf_counter() - started}
         except Exception as exc:  # a trial that fails is reported, never fatal to the search
