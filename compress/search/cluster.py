@@ -4,8 +4,9 @@ Without an address, a local Ray instance is started for the search, sized to thi
 and the memory free now), with no dashboard, no usage statistics, its own authentication token (so
 nothing is written to ~/.ray) and its temporary folder under /tmp, and it is shut down when the
 search ends. With `--address HOST:PORT` the trials go to that cluster (`ray start --head` there) and
-the cluster is left running. Each worker is an actor that holds the model (compress.search.worker);
-the checkpoint goes into the object store once, and nodes other than the driver's fetch it once.
+the cluster is left running; a token in RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) is used to connect.
+Each worker is an actor that holds the model (compress.search.worker); the checkpoint goes into the
+object store once, and nodes other than the driver's fetch it once.
 """
 
 from __future__ import annotations
@@ -71,12 +72,16 @@ def session(address: str | None, cpus: int | None = None) -> Iterator[Session]:
     if ray.is_initialized():  # a notebook already connected: use it, and leave it as it is
         yield _describe(ray, False, "the Ray instance this process is connected to")
         return
-    saved = {key: os.environ.get(key) for key in (*ENV, "RAY_AUTH_TOKEN")}
+    saved = {key: os.environ.get(key) for key in (*ENV, "RAY_AUTH_TOKEN", "RAY_AUTH_MODE")}
     os.environ.update(ENV)
     temp = None
     try:
         if address:
             check_address(address)
+            if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+                os.environ.setdefault(
+                    "RAY_AUTH_MODE", "token"
+                )  # a token given: use it (`ray start`'s default)
             _init(ray, address=address)
         else:
             import psutil
@@ -113,7 +118,8 @@ def _init(ray, **options: Any) -> None:
         where = options["address"] if options["address"] != "local" else "a local Ray instance"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = (
-            " If the cluster uses Ray's token authentication, give this process its token (RAY_AUTH_TOKEN)."
+            " The cluster uses Ray's token authentication (`ray start`'s default): give this process its "
+            "token (RAY_AUTH_TOKEN, or RAY_AUTH_TOKEN_PATH to a file holding it)."
             if "auth" in str(exc).lower()
             else ""
         )
@@ -155,13 +161,23 @@ class Pool:
         for handle in list(self.actors):
             self.info[id(handle)] = self.describe(handle)
 
-    def describe(self, handle: Any, timeout: float | None = 600) -> dict[str, Any]:
-        """The worker's pid and node (waiting for it to start, or restart); CompressError when it
-        cannot start (its model does not load there)."""
-        try:
-            info = self.ray.get(handle.info.remote(), timeout=timeout)
-        except self.ray.exceptions.RayActorError as exc:
-            raise CompressError(f"a search worker could not start: {reason(exc)}") from None
+    def describe(self, handle: Any, timeout: float = 600) -> dict[str, Any]:
+        """The worker's pid and node, waiting for it to start (or restart, after its process died);
+        CompressError when it cannot (its model does not load there, or it never comes back)."""
+        import time
+
+        errors = self.ray.exceptions
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                info = self.ray.get(handle.info.remote(), timeout=max(1.0, deadline - time.monotonic()))
+                break
+            except errors.ActorUnavailableError as exc:  # restarting: ask again
+                if time.monotonic() > deadline:
+                    raise CompressError(f"a search worker did not come back: {reason(exc)}") from None
+                time.sleep(1.0)
+            except (errors.RayActorError, errors.GetTimeoutError) as exc:
+                raise CompressError(f"a search worker could not start: {reason(exc)}") from None
         self.info[id(handle)] = info
         return info
 
