@@ -26,9 +26,10 @@ from common import RESULTS, WORK, benchmark_lock, gemma_path, markdown_table, mi
 import compress as cz
 from compress.eval.data import load_text
 from compress.eval.latency import LatencySettings
-from compress.eval.runtimes import OnnxGraphs, export_samples, latency_row
+from compress.eval.runtimes import OnnxGraphs, latency_row
 from compress.eval.tasks import Perplexity, pick_task
 from compress.model import Model
+from compress.onnx.samples import export_samples
 
 QUICK = bool(os.environ.get("EVALUATOR_QUICK"))  # a smoke run of the script itself: numbers mean nothing
 # One thread: on this shared 2-core machine, two torch threads stall whenever another process runs.

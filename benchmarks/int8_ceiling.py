@@ -163,9 +163,9 @@ def op_profile(path: Path) -> tuple[Counter, float, float]:
 
 
 def main() -> None:
-    from compress.eval.runtimes import export_samples
     from compress.model import load
     from compress.onnx import export_onnx
+    from compress.onnx.samples import export_samples
 
     base = load(minilm_path())
     fp32 = WORK / "int8-ceiling" / "fp32"

@@ -118,8 +118,8 @@ def cli_quantize(bench: Bench, name: str, args: list[str]) -> tuple[Path, float]
 
 def fp32_export(bench: Bench, base: Model) -> tuple[Path, float | None]:
     """The float export; with --reuse-fp32 the one a previous run left (its time then not measured)."""
-    from compress.eval.runtimes import export_samples
     from compress.onnx import export_onnx
+    from compress.onnx.samples import export_samples
 
     if bench.reuse_fp32 and (bench.out / "fp32" / "model.onnx").exists():
         return bench.out / "fp32" / "model.onnx", None

@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from compress.errors import BadInput
+from compress.errors import BadInput, quoted
+from compress.outputs import check_replaceable, output_lock, publish_mode, replace_owned, swap_in
 
 # safetensors dtype code -> (bytes per element, torch dtype name)
 _DTYPES: dict[str, tuple[int, str]] = {
@@ -33,15 +34,21 @@ _DTYPES: dict[str, tuple[int, str]] = {
     "I32": (4, "int32"),
     "I16": (2, "int16"),
     "I8": (1, "int8"),
+    "U64": (8, "uint64"),
+    "U32": (4, "uint32"),
+    "U16": (2, "uint16"),
     "U8": (1, "uint8"),
     "BOOL": (1, "bool"),
     "F8_E4M3": (1, "float8_e4m3fn"),
     "F8_E5M2": (1, "float8_e5m2"),
 }
+# Codes the safetensors format knows but compress does not read (sub-byte floats, complex).
+_FOREIGN_DTYPES = frozenset({"F4", "F6_E2M3", "F6_E3M2", "F8_E8M0", "F8_E4M3FNUZ", "F8_E5M2FNUZ", "C64"})
 _TORCH_TO_CODE = {name: code for code, (_, name) in _DTYPES.items()}
 FLOAT_CODES = frozenset({"F64", "F32", "F16", "BF16"})
-_MAX_HEADER = 100 * 1024 * 1024
+_MAX_HEADER = 100_000_000  # the reference implementation's limit
 _PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
+METADATA_KEY = "__metadata__"
 
 
 @dataclass(frozen=True)
@@ -72,8 +79,39 @@ def _looks_like_pickle(head: bytes) -> bool:
     return head.startswith(b"PK\x03\x04") or (len(head) > 1 and head[0] == 0x80 and head[1] <= 5)
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _strict_object(pairs: list[tuple[str, object]]) -> dict:
+    """json object_pairs_hook: refuse a key given twice (the last one would silently win)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        if not _encodable(key) or (isinstance(value, str) and not _encodable(value)):
+            raise ValueError("a lone surrogate escape")  # valid for Python's json, not UTF-8
+        out[key] = value
+    return out
+
+
+def _no_constant(text: str) -> object:
+    raise ValueError(f"{text} is not JSON")  # NaN / Infinity: Python's json accepts them, JSON does not
+
+
+def _is_count(value: object) -> bool:
+    """A non-negative JSON integer (not a bool, not a float such as 2.0)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 class SafetensorsFile:
-    """A validated safetensors file whose tensors are read one at a time."""
+    """A validated safetensors file whose tensors are read one at a time.
+
+    The header is checked as the reference implementation checks it: UTF-8 JSON, integer shapes
+    and offsets, and a data section that the tensors cover exactly (no gap, no overlap, nothing
+    after the last tensor). Duplicate keys, which the reference resolves silently to the last one,
+    are refused.
+    """
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
@@ -85,7 +123,7 @@ class SafetensorsFile:
         with self.path.open("rb") as f:
             head = f.read(8)
             # A header length such as 0x0480 also starts with 0x80 0x04; safetensors' JSON follows with '{'.
-            json_follows = f.read(1) == b"{"
+            json_follows = f.read(64).lstrip(b" \t\r\n").startswith(b"{")
             f.seek(8)
             if (_looks_like_pickle(head) and not json_follows) or self.path.suffix in _PICKLE_SUFFIXES:
                 raise BadInput(
@@ -103,13 +141,10 @@ class SafetensorsFile:
             if 8 + header_len > size:
                 raise BadInput(f"{self.path}: is truncated (the header runs past the end of the file).")
             raw = f.read(header_len)
-        try:
-            header = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise BadInput(f"{self.path}: has a corrupt safetensors header (not valid JSON).") from None
-        if not isinstance(header, dict):
-            raise BadInput(f"{self.path}: has a corrupt safetensors header (not a JSON object).")
-        meta = header.pop("__metadata__", None) or {}
+        header = self._parse_header(raw)
+        meta = header.pop(METADATA_KEY, None)
+        if meta is None:
+            meta = {}
         if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
             raise BadInput(f"{self.path}: has corrupt safetensors metadata (values must be strings).")
         self.metadata: dict[str, str] = meta
@@ -118,24 +153,81 @@ class SafetensorsFile:
         self.tensors: dict[str, TensorInfo] = {}
         for name, entry in header.items():
             self.tensors[name] = self._parse_entry(name, entry)
+        self._check_coverage()
+
+    def _parse_header(self, raw: bytes) -> dict:
+        try:
+            text = raw.decode("utf-8")
+            header = json.loads(text, object_pairs_hook=_strict_object, parse_constant=_no_constant)
+        except _DuplicateKey as exc:
+            raise BadInput(
+                f"{self.path}: has the key {quoted(str(exc))} twice in its safetensors header (corrupt)."
+            ) from None
+        except (UnicodeError, ValueError):  # JSONDecodeError is a ValueError
+            raise BadInput(
+                f"{self.path}: has a corrupt safetensors header (not valid JSON in UTF-8)."
+            ) from None
+        if not isinstance(header, dict):
+            raise BadInput(f"{self.path}: has a corrupt safetensors header (not a JSON object).")
+        return header
 
     def _parse_entry(self, name: str, entry: object) -> TensorInfo:
-        try:
-            code = entry["dtype"]  # type: ignore[index]
-            shape = tuple(int(d) for d in entry["shape"])  # type: ignore[index]
-            begin, end = (int(x) for x in entry["data_offsets"])  # type: ignore[index]
-        except (TypeError, KeyError, ValueError):
-            raise BadInput(f"{self.path}: has a corrupt entry for tensor '{name}' in its header.") from None
-        if code not in _DTYPES:
-            raise BadInput(f"{self.path}: tensor '{name}' has an unknown dtype '{code}'.")
-        expected = math.prod(shape) * _DTYPES[code][0]
-        if end - begin != expected or begin < 0:
+        corrupt = BadInput(f"{self.path}: has a corrupt entry for tensor {quoted(name)} in its header.")
+        if not isinstance(entry, dict):
+            raise corrupt
+        code, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if not isinstance(code, str) or not isinstance(shape, list) or not isinstance(offsets, list):
+            raise corrupt
+        if not all(_is_count(d) for d in shape):
             raise BadInput(
-                f"{self.path}: tensor '{name}' has offsets that do not match its shape (corrupt header)."
+                f"{self.path}: tensor {quoted(name)} has the shape {shape}; dimensions must be "
+                "non-negative integers (corrupt header)."
+            )
+        if len(offsets) != 2 or not all(_is_count(x) for x in offsets):
+            raise BadInput(
+                f"{self.path}: tensor {quoted(name)} has the data offsets {offsets}; they must be two "
+                "non-negative integers (corrupt header)."
+            )
+        if code in _FOREIGN_DTYPES:
+            raise BadInput(
+                f"{self.path}: tensor {quoted(name)} has dtype {code}, which compress does not read."
+            )
+        if code not in _DTYPES:
+            raise BadInput(f"{self.path}: tensor {quoted(name)} has an unknown dtype {quoted(code)}.")
+        begin, end = offsets
+        expected = math.prod(shape) * _DTYPES[code][0]
+        if end < begin or end - begin != expected:
+            raise BadInput(
+                f"{self.path}: tensor {quoted(name)} has offsets that do not match its shape "
+                "(corrupt header)."
             )
         if self.data_start + end > self.size:
-            raise BadInput(f"{self.path}: is truncated (tensor '{name}' runs past the end of the file).")
-        return TensorInfo(name, code, shape, self.data_start + begin, self.data_start + end)
+            raise BadInput(
+                f"{self.path}: is truncated (tensor {quoted(name)} runs past the end of the file)."
+            )
+        return TensorInfo(name, code, tuple(shape), self.data_start + begin, self.data_start + end)
+
+    def _check_coverage(self) -> None:
+        """The tensors must tile the data section: no overlap, no gap, no bytes after the last one."""
+        position, previous = self.data_start, None
+        for info in sorted(self.tensors.values(), key=lambda t: (t.start, t.end)):
+            if info.start < position:
+                raise BadInput(
+                    f"{self.path}: tensors {quoted(previous or '')} and {quoted(info.name)} overlap in the "
+                    "data section (corrupt header)."
+                )
+            if info.start > position:
+                where = f"before tensor {quoted(info.name)}"
+                raise BadInput(
+                    f"{self.path}: has {info.start - position} bytes {where} that no tensor covers "
+                    "(corrupt header)."
+                )
+            position, previous = info.end, info.name
+        if position != self.size:
+            raise BadInput(
+                f"{self.path}: has {self.size - position} bytes after its last tensor that no tensor "
+                "covers (corrupt header or extra data)."
+            )
 
     def names(self) -> list[str]:
         return list(self.tensors)
@@ -152,7 +244,7 @@ class SafetensorsFile:
         with self.path.open("rb") as f:
             f.seek(info.start)
             if f.readinto(buf) != info.nbytes:
-                raise BadInput(f"{self.path}: is truncated while reading tensor '{name}'.")
+                raise BadInput(f"{self.path}: is truncated while reading tensor {quoted(name)}.")
         dtype = torch_dtype(info.dtype)
         if info.nbytes == 0:
             return torch.empty(info.shape, dtype=dtype)
@@ -164,6 +256,14 @@ class SafetensorsFile:
     def iter_tensors(self) -> Iterator[tuple[str, object]]:
         for name in self.tensors:
             yield name, self.read(name)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def torch_dtype(code: str):
@@ -280,44 +380,57 @@ def sha256_file(path: Path, chunk: int = 8 * 1024 * 1024) -> str:
 
 
 @contextlib.contextmanager
-def atomic_output_dir(final: Path) -> Iterator[Path]:
-    """Yield a staging folder; on success move its files into `final`, on failure leave nothing behind.
+def atomic_output_dir(final: Path, owns: tuple[str, ...] | None = None) -> Iterator[Path]:
+    """Yield a staging folder; on success it replaces `final` as a whole, on failure nothing is left.
 
-    Each file is moved with os.replace (atomic on one file system), so a reader never sees a
-    half-written file. If `final` did not exist before and the run fails, it does not exist after.
+    No file of an older output survives into the new one (a stale model.onnx would be timed as the
+    new candidate), and a reader sees the old folder or the new one, never a mix. An existing folder
+    is replaced only when compress wrote it (or it is empty); a second process writing the same
+    output is refused (compress.outputs.output_lock).
+
+    `owns` is for a writer that adds a few files to a folder it does not own (an ONNX graph beside a
+    checkpoint): only the files so named are replaced, or removed when this run did not write them.
     """
     final = Path(final)
-    existed = final.exists()
-    if existed and not final.is_dir():
-        raise BadInput(f"{final}: exists and is not a folder.")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
-    try:
-        yield staging
-        final.mkdir(exist_ok=True)
-        for item in sorted(staging.rglob("*")):
-            target = final / item.relative_to(staging)
-            if item.is_dir():
-                target.mkdir(exist_ok=True)
+    with output_lock(final):
+        if final.exists() and owns is None:
+            check_replaceable(final)
+        staging = _private_dir(final)
+        try:
+            yield staging
+            publish_mode(staging)
+            if owns is not None and final.is_dir():
+                replace_owned(staging, final, owns)
             else:
-                os.replace(item, target)
-    except BaseException:
-        if not existed and final.exists():
-            shutil.rmtree(final, ignore_errors=True)
-        raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+                swap_in(staging, final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _private_dir(final: Path) -> Path:
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    except PermissionError:
+        raise BadInput(f"cannot write to {final}: permission denied.") from None
 
 
 @contextlib.contextmanager
 def atomic_file(final: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; rename it into place only if the block succeeds."""
+    """Yield a temporary path beside `final`; rename it into place only if the block succeeds.
+
+    The file gets the mode the user's umask gives an ordinary file (not mkstemp's private 0600).
+    """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+    except PermissionError:
+        raise BadInput(f"cannot write to {final}: permission denied.") from None
     os.close(fd)
     try:
         yield Path(tmp)
+        publish_mode(Path(tmp))
         os.replace(tmp, final)
     finally:
         if os.path.exists(tmp):

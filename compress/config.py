@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -117,6 +118,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise BadInput(f"{where}: expected a number, got {value!r}.")
+        if not math.isfinite(value):
+            raise BadInput(f"{where}: expected a finite number, got {value}.")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

@@ -23,3 +23,9 @@ class Unsupported(CompressError):
 
 class Unavailable(CompressError):
     """A runtime, device or export is not there: reported as an 'unavailable' row with this reason."""
+
+
+def quoted(name: str) -> str:
+    """A name (a tensor's, a key's) for a one-line message: in quotes, escaped if it holds control
+    characters, so a corrupt file cannot break the message over several lines."""
+    return f"'{name}'" if name.isprintable() else ascii(name)

@@ -228,6 +228,7 @@ def gate(
     parsed = [r if isinstance(r, Rule) else Rule.parse(r, f"gate[{i}]") for i, r in enumerate(rules)]
     if not parsed:
         raise BadInput("gate: no rules to check.")
+    check_bounds(parsed)
     for rule in parsed:
         value = metric_value(report, rule.metric, "the report")
         if rule.min is not None:
@@ -245,6 +246,25 @@ def gate(
         previous=(previous_label or "the previous report") if previous is not None else None,
         notes=notes,
     )
+
+
+def check_bounds(rules: Iterable[Rule]) -> None:
+    """BadInput when the rules on one metric cannot all pass (a minimum above a maximum): such a gate
+    would fail every run whatever it measured."""
+    lowest_max: dict[str, float] = {}
+    highest_min: dict[str, float] = {}
+    for rule in rules:
+        if rule.min is not None:
+            highest_min[rule.metric] = max(rule.min, highest_min.get(rule.metric, -math.inf))
+        if rule.max is not None:
+            lowest_max[rule.metric] = min(rule.max, lowest_max.get(rule.metric, math.inf))
+    for metric, low in highest_min.items():
+        high = lowest_max.get(metric)
+        if high is not None and low > high:
+            raise BadInput(
+                f"gate rules on '{metric}' contradict each other: min {fmt(low)} is above max {fmt(high)}, "
+                "so no value can pass."
+            )
 
 
 def _status(ok: bool) -> str:

@@ -239,6 +239,7 @@ class History:
         try:
             db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
             db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            self._refuse_foreign(db)  # before WAL mode, which would change another program's file
             db.execute("PRAGMA journal_mode = WAL")
             yield db
         except sqlite3.OperationalError as exc:
@@ -257,15 +258,26 @@ class History:
             if db is not None:
                 db.close()
 
-    def _migrate(self, db: sqlite3.Connection) -> None:
+    def _refuse_foreign(self, db: sqlite3.Connection) -> None:
+        """BadInput for an SQLite file that is not a history this compress may change; reads only."""
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version == SCHEMA_VERSION:
-            return
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and (version == 0 or "runs" not in tables):
+            raise BadInput(f"{self.path}: is an SQLite database but not a compress history; left as is.")
+        self._refuse_newer(version)
+
+    def _refuse_newer(self, version: int) -> None:
         if version > SCHEMA_VERSION:
             raise BadInput(
                 f"{self.path}: history schema version {version} was written by a newer compress "
                 f"(this one reads up to {SCHEMA_VERSION}); nothing was changed."
             )
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        self._refuse_newer(version)
         db.execute("BEGIN IMMEDIATE")
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated

@@ -44,14 +44,15 @@ def checkpoint_layers(file: SafetensorsFile) -> list[Layer]:
     """Candidate layers of a checkpoint, typed from its architecture when a config is beside it.
 
     The architecture is built on the meta device: its structure, no memory and no weights.
-    Without a config every floating tensor of two or more dimensions is a candidate of unknown type.
+    Without a config every floating tensor of two or more dimensions is a candidate of unknown type;
+    an empty one (a zero-size dimension) is not: there is nothing in it to compress.
     """
     config = load_config(file.path.parent)
     if config is None:
         return [
             Layer(name=n.removesuffix(".weight"), type=None, weight=n)
             for n, info in file.tensors.items()
-            if info.is_float and len(info.shape) >= 2
+            if info.is_float and len(info.shape) >= 2 and info.numel > 0
         ]
     import torch
 

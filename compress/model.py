@@ -126,8 +126,9 @@ def load(source: Any, *, module: Any | None = None, progress=None) -> Model:
     info = read_compression_info(file.metadata, str(weights))
     resized = info.resized if info else {}
     if module is not None:
+        tensors = decode(file.read_all(), info, str(weights))
         loaded, notes = load_into(
-            module, decode(file.read_all(), info), str(weights), resized=resized, modes=activation_modes(info)
+            module, tensors, str(weights), resized=resized, modes=activation_modes(info)
         )
         return Model(module=loaded, family="module", checkpoint=weights, compression=info, notes=notes)
     config = load_config(weights.parent)
@@ -135,7 +136,7 @@ def load(source: Any, *, module: Any | None = None, progress=None) -> Model:
         return Model(module=None, family="tensors", checkpoint=weights, compression=info)
     if progress:
         progress.start(f"loading {weights.parent.name}", total=None)
-    tensors = decode(file.read_all(), info)
+    tensors = decode(file.read_all(), info, str(weights))
     module, notes = build_module(config, tensors, str(weights), resized=resized, modes=activation_modes(info))
     model = Model(
         module=module,
@@ -247,6 +248,7 @@ def load_into(module, tensors: dict, where: str, config=None, resized: dict | No
     if resized:
         resize_to(module, {names.get(n, n): shape for n, shape in resized.items()}, where)
     notes: list[str] = []
+    floating = {n for n, t in module.state_dict().items() if t.is_floating_point()}
     plain = {}
     activation_parts: dict[str, Any] = {}
     loaded: set[str] = set()
@@ -263,6 +265,12 @@ def load_into(module, tensors: dict, where: str, config=None, resized: dict | No
             replace_module(module, owner_name, quantized_module(owner, value))
             loaded.add(name)
         elif name in expected:
+            if name in floating and not value.is_floating_point():
+                raise BadInput(
+                    f"{where}: tensor '{stored}' holds {str(value.dtype).removeprefix('torch.')} values "
+                    f"where {label} has a float parameter; these look like quantized codes whose compress "
+                    "metadata (the compress.* header keys) is missing, so they cannot be loaded as weights."
+                )
             plain[name] = value
         elif name.rpartition(".")[2] in ACTIVATION_PARTS:
             activation_parts[name] = value

@@ -299,10 +299,16 @@ def _rules(loc: Located, items: Any) -> list[Rule]:
         return []
     if not isinstance(items, list):
         raise loc.error("gate", "'gate' must be a list of rules such as {metric: size.ratio, max: 0.3}.")
+    from compress.gate import check_bounds
+
     rules = []
     for i, item in enumerate(items):
         try:
             rules.append(Rule.parse(item, f"gate[{i}]"))
         except BadInput as exc:
             raise loc.relocate(exc, f"gate[{i}]") from None
+    try:
+        check_bounds(rules)
+    except BadInput as exc:
+        raise loc.error("gate", str(exc)) from None
     return rules

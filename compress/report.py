@@ -18,9 +18,11 @@ from compress.errors import BadInput
 if TYPE_CHECKING:  # imported lazily: compress.eval imports this module
     from compress.eval.tasks import AccuracyResult
 
-SCHEMA = "compress.report/2"
-# Versions this compress reads: /2 only adds keys to /1 (absent ones take their defaults).
-READABLE_SCHEMAS = ("compress.report/1", SCHEMA)
+SCHEMA = "compress.report/3"
+# Versions this compress reads: each only adds keys to the one before (absent ones take their defaults).
+# /3 added the latency rows' warmup_rounds, timing_s and budget_capped, and accuracy.details.max_length
+# (with max_length_from) for every text task.
+READABLE_SCHEMAS = ("compress.report/1", "compress.report/2", SCHEMA)
 
 
 @dataclass
@@ -199,6 +201,7 @@ class Report:
                     rows.append((key.replace("_", " "), "", _num(a.details[key], 4), ""))
             if a.metric == "spearman" and "cosine_mean" in a.details:
                 rows.append(("embedding cosine mean", "", _num(a.details["cosine_mean"], 4), ""))
+            rows += _by_runtime(a)
         else:
             rows.append(("accuracy", "", "unavailable", a.reason or ""))
         rows += self.distillation_rows()
@@ -347,11 +350,27 @@ def _ideal(ideal: float | None) -> str:
 
 
 def _integer_kernels(row: dict) -> str:
-    """The torch integer kernels a quantized candidate ran (compress.kernels), when any did."""
+    """The torch integer kernels a quantized candidate ran (compress.kernels), when any did, or the
+    precisions of its matrix products on OpenVINO (compress.openvino.precisions)."""
     from compress.kernels import DEQUANTIZE
 
     used = {name: n for name, n in (row.get("torch_kernels") or {}).items() if name != DEQUANTIZE}
+    used |= (row.get("openvino_precisions") or {}).get("candidate") or {}
     return "; " + ", ".join(f"{name} ×{n}" for name, n in used.items()) if used else ""
+
+
+def _by_runtime(a: AccuracyResult) -> list[tuple[str, str, str, str]]:
+    """The accuracy task scored through another runtime (accuracy.details.by_runtime)."""
+    rows = []
+    for runtime, score in (a.details.get("by_runtime") or {}).items():
+        if score.get("status") == "ok":
+            retention = f"retention {_num(score.get('retention'), 4)}"
+            rows.append(
+                (f"  on {runtime}", _num(score.get("baseline"), 4), _num(score.get("value"), 4), retention)
+            )
+        else:
+            rows.append((f"  on {runtime}", "", "unavailable", score.get("reason") or ""))
+    return rows
 
 
 def _finite(value: Any) -> Any:

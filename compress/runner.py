@@ -84,6 +84,7 @@ def run(
     evaluation and gate. `task`, `inputs`: a Task picked once by a sweep, sample inputs for a model
     without a tokenizer. `draws`: a dict shared between runs so equal calibration settings draw once.
     """
+    from compress.outputs import output_lock
     from compress.progress import resolve as resolve_progress
 
     started = time.perf_counter()
@@ -93,7 +94,20 @@ def run(
     if history is not None:
         history.check()  # a locked or corrupt database fails before any work
     result = RunResult(plan=plan, output=plan.output)
-    draws = {} if draws is None else draws
+    # One writer per output, from the first pass to the history row: a second run into the same
+    # folder is refused rather than replacing it while this one evaluates it.
+    with output_lock(plan.output) if plan.output is not None else contextlib.nullcontext():
+        _run_passes(plan, result, {} if draws is None else draws, device, progress)
+        if evaluate:
+            from compress.evaluation import evaluate_and_gate
+
+            evaluate_and_gate(result, history, progress, task=task, inputs=inputs, command=command)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _run_passes(plan: Plan, result: RunResult, draws: dict, device: str, progress) -> None:
+    """Each pass on its road, reusing cached steps; the output folder and the Artifact."""
     state = _State()
     for step in plan.steps:
         if step.cached:
@@ -103,12 +117,6 @@ def run(
         state = _run_step(plan, step, state, result, draws, device, progress)
         result.steps_run.append(step.index)
     result.artifact = _finish(plan, state, progress)
-    if evaluate:
-        from compress.evaluation import evaluate_and_gate
-
-        evaluate_and_gate(result, history, progress, task=task, inputs=inputs, command=command)
-    result.seconds = time.perf_counter() - started
-    return result
 
 
 def _history(history: Any):

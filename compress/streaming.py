@@ -85,7 +85,7 @@ def _items(file, spec, cfg, schemes: dict, selected: dict, artifact: Artifact, i
         if name not in schemes:
             yield name, {name: tensor}, None
         else:
-            encoded = spec.stream.encode(tensor, cfg, schemes[name])
+            encoded = spec.stream.encode(tensor, cfg, schemes[name], name=name)
             artifact.changes[name] = spec.stream.record(tensor, encoded, cfg, [])
             meta = encoded.meta()
             mode = getattr(cfg, "activations", "none")

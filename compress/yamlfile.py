@@ -4,10 +4,16 @@ error can say "recipe.yaml, line 7: ..." instead of leaving the user to search.
 PyYAML's composer keeps a start mark on every node; we walk the node tree once and record the line
 of each setting under a dotted path ('passes[0].targets.include'). Duplicate keys, which PyYAML
 would silently resolve to the last one, are refused.
+
+Anchors and aliases (&name, *name) are refused too. An alias is the same node again, so any walk
+over the data (the line walk here, a message that shows a value, a hash of the recipe) expands it:
+nine levels of nine aliases, 400 bytes of YAML, become 387 million nodes. Bounding every such walk
+would be fragile; a recipe is a short file that loses nothing by writing its settings out.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -60,12 +66,27 @@ def _parent(path: str) -> str:
     return path.rpartition(".")[0]
 
 
+@functools.cache
+def _loader_class():
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        source = ""
+
+        def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+            _no_aliases(self, self.source)
+            return super().compose_node(parent, index)
+
+    return Loader
+
+
 def load_yaml(text: str, source: str) -> Located:
     """Parse YAML text; syntax errors and duplicate keys become BadInput with the line."""
     import yaml
 
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _loader_class()(text)
+        loader.source = source
         try:
             node = loader.get_single_node()
             data = loader.construct_document(node) if node is not None else None
@@ -82,6 +103,20 @@ def load_yaml(text: str, source: str) -> Located:
     if node is not None:
         _walk(node, "", lines, source)
     return Located(data, lines, source)
+
+
+def _no_aliases(loader, source: str) -> None:
+    """BadInput at the first anchor or alias (see the module docstring)."""
+    import yaml
+
+    event = loader.peek_event()
+    if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+        sign = "*" if isinstance(event, yaml.AliasEvent) else "&"
+        raise BadInput(
+            f"{source}, line {event.start_mark.line + 1}: YAML anchors and aliases ({sign}{event.anchor}) "
+            "are not accepted in recipes, because an alias can expand exponentially; write the settings "
+            "out in full."
+        )
 
 
 def load_yaml_file(path: str | Path) -> Located:

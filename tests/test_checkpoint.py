@@ -120,15 +120,36 @@ def test_atomic_output_dir_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_atomic_output_dir_keeps_existing_folder_and_replaces_files(tmp_path):
+def test_atomic_output_dir_replaces_its_own_folder_as_a_whole(tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
-    (out / "model.safetensors").write_text("old")
     with atomic_output_dir(out) as stage:
-        (stage / "model.safetensors").write_text("new")
-    assert (out / "keep.txt").read_text() == "mine"
-    assert (out / "model.safetensors").read_text() == "new"
+        save_tensors(stage / "model.safetensors", {"w": torch.zeros(2)}, {"compress.format_version": "1"})
+        (stage / "model.onnx").write_text("stale graph")
+    with atomic_output_dir(out) as stage:
+        save_tensors(stage / "model.safetensors", {"w": torch.ones(2)}, {"compress.format_version": "1"})
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]  # the stale graph is gone
+    assert torch.equal(SafetensorsFile(out / "model.safetensors").read("w"), torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no lock file, no old folder
+
+
+def test_atomic_output_dir_refuses_a_folder_it_did_not_write_and_leaves_it_alone(tmp_path):
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "model.safetensors").write_text("not even safetensors")
+    refused = pytest.raises(BadInput, match=r"did not write \(model.safetensors, notes.txt\)")
+    with refused, atomic_output_dir(out):
+        raise AssertionError("never reached")
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["project"]
+
+
+def test_atomic_output_dir_replaces_an_empty_folder(tmp_path):
+    out = tmp_path / "empty"
+    out.mkdir()
+    with atomic_output_dir(out) as stage:
+        (stage / "a.txt").write_text("new")
+    assert (out / "a.txt").read_text() == "new"
 
 
 def test_a_header_length_that_starts_like_a_pickle_is_still_safetensors(tmp_path):
@@ -142,3 +163,16 @@ def test_a_header_length_that_starts_like_a_pickle_is_still_safetensors(tmp_path
     path = tmp_path / "a.safetensors"
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0\0\0\0")
     assert list(SafetensorsFile(path).tensors) == ["t"]
+
+
+def test_a_writer_that_owns_a_few_files_replaces_only_those(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_text("the user's checkpoint")
+    (model / "model.onnx").write_text("old graph")
+    (model / "model.onnx.data").write_text("old weights, stale once the new graph has none")
+    with atomic_output_dir(model, owns=("model.onnx", "model.onnx.data")) as stage:
+        (stage / "model.onnx").write_text("new graph")
+    assert sorted(p.name for p in model.iterdir()) == ["model.onnx", "model.safetensors"]
+    assert (model / "model.onnx").read_text() == "new graph"
+    assert (model / "model.safetensors").read_text() == "the user's checkpoint"

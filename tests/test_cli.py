@@ -33,7 +33,7 @@ def test_quantize_writes_folder_and_json_report(tiny_bert, tmp_path):
     assert result.exit_code == 0, result.output
     assert (out / "model.safetensors").exists() and (out / "config.json").exists()
     report = json.loads(report_path.read_text())
-    assert report["schema"] == "compress.report/2"
+    assert report["schema"] == "compress.report/3"
     assert report["size"]["bytes"] == (out / "model.safetensors").stat().st_size
     assert 0 < report["size"]["ratio"] < 1
     assert report["accuracy"]["task"] == "classification" and report["accuracy"]["status"] == "ok"
@@ -56,7 +56,7 @@ def test_json_to_stdout_is_only_json(tiny_bert, tmp_path):
         "quantize", str(tiny_bert), "-o", str(tmp_path / "o"), "--json", "-", "-q", *FAST, "--device", "cpu"
     )
     assert result.exit_code == 0
-    assert json.loads(result.stdout)["schema"] == "compress.report/2"
+    assert json.loads(result.stdout)["schema"] == "compress.report/3"
 
 
 def test_default_output_folder_is_beside_the_input(tiny_bert):

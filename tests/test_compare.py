@@ -27,7 +27,7 @@ LATENCY_OK = {
     "device", "runtime", "status", "reason", "batch_size", "seq_len", "threads", "p50_ms", "p90_ms", "iqr_ms",
     "baseline_p50_ms", "baseline_p90_ms", "baseline_iqr_ms", "speedup", "speedup_ci", "throughput",
     "baseline_throughput", "rounds", "peak_rss_mb", "call_rss_mb", "baseline_peak_rss_mb",
-    "baseline_call_rss_mb", "ideal_speedup", "torch_kernels",
+    "baseline_call_rss_mb", "ideal_speedup", "torch_kernels", "warmup_rounds", "timing_s", "budget_capped",
 }  # fmt: skip
 
 
@@ -56,7 +56,7 @@ def reports(tmp_path_factory) -> list:
 
 def test_report_json_has_the_documented_keys(reports):
     data = json.loads(reports[0].read_text())
-    assert set(data) == TOP_LEVEL and data["schema"] == "compress.report/2"
+    assert set(data) == TOP_LEVEL and data["schema"] == "compress.report/3"
     assert set(data["latency"][0]) == LATENCY_OK
     assert set(data["accuracy"]) >= {"status", "task", "metric", "value", "baseline", "retention", "details"}
     back = Report.load(reports[0])

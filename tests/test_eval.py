@@ -169,9 +169,84 @@ def test_a_version_1_report_still_loads(tiny_bert):
     for added in ("sparsity", "compute"):  # keys /2 added
         del data[added]
     back = Report.from_dict(data)
-    assert back.schema == "compress.report/2" and back.sparsity == {} and back.size == data["size"]
+    assert back.schema == "compress.report/3" and back.sparsity == {} and back.size == data["size"]
 
 
 def test_mismatched_architectures_are_refused(tiny_bert, tiny_llama):
     with pytest.raises(BadInput, match="compare like with like"):
         cz.evaluate(tiny_llama, tiny_bert, devices=())
+
+
+class FakeClock:
+    """A clock the fake models advance: each call of a model takes `seconds` of its time, none of ours."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def model(self, seconds: float):
+        def run():
+            self.now += seconds
+
+        return run
+
+    def timer(self, fn) -> float:
+        started = self.now
+        fn()
+        return (self.now - started) * 1e3
+
+
+@pytest.mark.parametrize("budget", [1.6, 3.0, 7.3])
+def test_the_budget_is_an_upper_bound_on_warm_up_and_rounds(budget):
+    clock = FakeClock()
+    noisy = iter([0.1, 0.3] * 1000)  # a candidate whose time varies, so the interval never narrows enough
+    settings = LatencySettings(warmup=3, min_rounds=10, max_rounds=300, budget_s=budget)
+    pair = measure_pair(
+        clock.model(0.2), lambda: clock.model(next(noisy))(), settings, clock.timer, clock=clock
+    )
+    assert pair.seconds == pytest.approx(clock.now) and clock.now <= budget + 1e-9
+    assert pair.budget_capped and pair.stopped_by == "budget"
+    assert pair.rounds >= 2 and pair.warmup >= 1
+    # no room was left unused: one more mean round would not have fitted
+    mean_round = (sum(pair.baseline.samples_ms) + sum(pair.candidate.samples_ms)) / 1e3 / pair.rounds
+    assert clock.now + mean_round > budget - 1e-9
+
+
+def test_a_generous_budget_stops_at_convergence_not_at_the_budget():
+    clock = FakeClock()
+    settings = LatencySettings(warmup=3, min_rounds=10, max_rounds=300, budget_s=30)
+    pair = measure_pair(clock.model(0.2), clock.model(0.1), settings, clock.timer, clock=clock)
+    assert (pair.rounds, pair.warmup, pair.stopped_by, pair.budget_capped) == (10, 3, "converged", False)
+    assert pair.speedup == pytest.approx(2.0)
+
+
+def test_a_round_longer_than_the_budget_runs_the_minimum_once_and_says_so():
+    from compress.eval.runtimes import budget_notes
+
+    clock = FakeClock()
+    settings = LatencySettings(warmup=3, min_rounds=10, budget_s=1.0)
+    pair = measure_pair(clock.model(2.0), clock.model(1.0), settings, clock.timer, clock=clock)
+    assert (pair.warmup, pair.rounds) == (1, 2) and pair.seconds == pytest.approx(9.0)
+    row = {"status": "ok", "device": "cpu", "runtime": "torch", "rounds": pair.rounds}
+    row |= {"warmup_rounds": pair.warmup, "timing_s": pair.seconds, "budget_capped": pair.budget_capped}
+    (note,) = budget_notes([row], settings)
+    assert "one round takes longer than the 1 s budget" in note and "9.0 s" in note
+    capped = {**row, "timing_s": 0.9, "rounds": 4}
+    assert "allowed 4 timed rounds (of the 10 wanted)" in budget_notes([capped], settings)[0]
+
+
+def test_latency_rows_record_warm_up_rounds_and_whether_the_budget_capped_them():
+    mlp = tiny_mlp()
+    x = torch.randn(4, 32)
+    report = cz.evaluate(
+        cz.quantize(mlp, scheme="int8"),
+        mlp,
+        inputs=x,
+        devices=("cpu",),
+        latency=LatencySettings(budget_s=0.2),
+    )
+    (row,) = report.latency
+    assert row["rounds"] >= 2 and row["warmup_rounds"] >= 1 and isinstance(row["budget_capped"], bool)
+    assert row["timing_s"] > 0

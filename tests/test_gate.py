@@ -227,7 +227,7 @@ def test_a_report_of_another_schema_version_exits_2(tmp_path):
     assert result.exit_code == 2 and "has schema 'compress.report/99'" in result.stderr
     (tmp_path / "broken.json").write_text('{"schema": "compress.report/1", "size": {}}')
     result = gate_cli(str(tmp_path / "broken.json"), "--min-retention", "0.9")
-    assert result.exit_code == 2 and "is not a complete compress.report/2 report" in result.stderr
+    assert result.exit_code == 2 and "is not a complete compress.report/3 report" in result.stderr
 
 
 def test_against_last_compares_with_the_last_run_that_passed(tmp_path):

@@ -85,13 +85,21 @@ def test_newer_foreign_and_corrupt_databases_are_refused_and_left_alone(tmp_path
     newer = tmp_path / "newer.db"
     with sqlite3.connect(newer) as db:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    before = newer.read_bytes()
     with pytest.raises(BadInput, match="written by a newer compress"):
         History(newer).append(make_report(), command="eval")
+    assert newer.read_bytes() == before  # "nothing was changed": not even the journal mode
     foreign = tmp_path / "foreign.db"
     with sqlite3.connect(foreign) as db:
         db.execute("CREATE TABLE things (x)")
-    with pytest.raises(BadInput, match="is an SQLite database but not a compress history"):
-        History(foreign).runs()
+    before = foreign.read_bytes()
+    for use in (lambda h: h.runs(), lambda h: h.append(make_report(), command="eval"), History.check):
+        with pytest.raises(BadInput, match="is an SQLite database but not a compress history; left as is"):
+            use(History(foreign))
+    assert foreign.read_bytes() == before  # "left as is": not switched to WAL mode
+    with sqlite3.connect(foreign) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.db", "newer.db"]  # no -wal, -shm
     corrupt = tmp_path / "corrupt.db"
     garbage = b"this is not a database" * 100
     corrupt.write_bytes(garbage)

@@ -7,10 +7,10 @@ import onnx
 import torch
 
 import compress as cz
-from compress.eval.runtimes import export_samples
 from compress.onnx import check_export, export_onnx, open_session
 from compress.onnx.export import share_tied_weights
 from compress.onnx.module import OrtModule
+from compress.onnx.samples import export_samples
 from compress.testing import write_tiny_llama
 
 

@@ -61,3 +61,20 @@ def test_int8_with_embeddings_shrinks_and_keeps_embeddings(minilm, tmp_path):
     cand = sentence_embeddings(cz.load(out), texts)
     assert (base * cand).sum(1).min() > 0.995
     assert file_digest(minilm) == before
+
+
+def test_the_int8_dynamic_recipe_exports_onnx_and_passes_its_own_gate(minilm, tmp_path):
+    """`compress run recipes/int8-dynamic.yaml <MiniLM>`: the ONNX export, the onnxruntime row, the gate.
+    The evaluation is the recipe's own with fewer probe rows and a shorter timing budget (suite time)."""
+    from pathlib import Path
+
+    from compress.eval.latency import LatencySettings
+
+    recipe = cz.Recipe.load(Path(__file__).resolve().parents[1] / "recipes" / "int8-dynamic.yaml")
+    quick = recipe.evaluation.replace(limit=200, latency=LatencySettings(budget_s=8))
+    result = cz.run_recipe(recipe.replace(evaluation=quick), minilm, tmp_path / "out", history=None)
+    assert (tmp_path / "out" / "model.onnx").is_file() and (tmp_path / "out" / "recipe.yaml").is_file()
+    (row,) = result.report.latency
+    assert row["runtime"] == "onnxruntime" and row["status"] == "ok", row
+    assert row["onnx"]["candidate"]["source"] == "supplied"  # the exported integer graph was timed
+    assert result.verdict.passed, result.verdict.summary()

@@ -54,7 +54,7 @@ def test_run_writes_the_model_the_resolved_recipe_and_a_passing_verdict(tiny_ber
     assert json.loads(metadata["compress.recipe"]) == Recipe.load(recipe).to_list()
     assert metadata["compress.source_sha256"] == before
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["schema"] == "compress.report/2" and report["size"]["ratio"] < 0.5
+    assert report["schema"] == "compress.report/3" and report["size"]["ratio"] < 0.5
     assert file_digest(tiny_bert) == before  # the input is never modified
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import sys
 
 import pytest
@@ -297,3 +298,28 @@ def test_api_functions_stay_functions_after_their_modules_are_imported():
 
     assert callable(cz.gate) and callable(cz.compare) and callable(cz.sweep)
     assert cz.gate.__module__ == "compress.gate" and cz.sweep.__module__ == "compress.sweep"
+
+
+def test_compress_sweep_runs_two_settings_and_writes_the_pareto_plot(tiny_bert, tmp_path):
+    from click.testing import CliRunner
+
+    from compress.cli import main
+
+    settings = ["{kind: quantize, scheme: int8}", "{kind: quantize, scheme: int4, group_size: 32}"]
+    quick = ["--limit", "8", "--budget", "0.2", "--batch-size", "2", "--seq-len", "8", "--device", "cpu"]
+    plot, out = tmp_path / "pareto.png", tmp_path / "sweep.json"
+    args = ["sweep", str(tiny_bert), *settings, *quick, "--plot", str(plot), "--json", str(out), "-q"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    rows = json.loads(out.read_text())["settings"]
+    assert [r["setting"] for r in rows] == ["quantize int8", "quantize int4 g32"]
+    assert rows[1]["size_ratio"] < rows[0]["size_ratio"] < 1
+    dry = CliRunner().invoke(
+        main, ["sweep", str(tiny_bert), *settings, "--dry-run", "--save-recipe", str(tmp_path / "r")]
+    )
+    assert dry.exit_code == 0 and sorted(p.name for p in (tmp_path / "r").iterdir()) == [
+        "quantize-int4-g32.yaml",
+        "quantize-int8.yaml",
+    ]
+    assert cz.Recipe.load(tmp_path / "r" / "quantize-int4-g32.yaml").passes[0].group_size == 32

@@ -161,3 +161,55 @@ def test_task_options_are_strict_and_reach_perplexity(tiny_llama):
     assert "picked 'causal-lm'" in why
     with pytest.raises(BadInput, match="unknown task 'accuracy'"):
         pick_task(cz.load(tiny_llama), "accuracy")
+
+
+def test_the_token_limit_follows_the_model_unless_set(tiny_bert, tmp_path, minilm):
+    from compress.eval.text import token_limit
+
+    bert = cz.load(tiny_bert)
+    assert token_limit(bert) == (160, "config max_position_embeddings")  # not a silent 128
+    assert token_limit(bert, 32) == (32, "as set")
+    bert.tokenizer.model_max_length = 100  # a tokenizer that states a tighter limit wins
+    assert token_limit(bert) == (100, "tokenizer model_max_length")
+    (tiny_bert.parent / "sentence_bert_config.json").write_text('{"max_seq_length": 64}')
+    assert token_limit(cz.load(tiny_bert)) == (64, "sentence_bert_config.json max_seq_length")
+    assert token_limit(cz.load(minilm))[0] == 256  # what all-MiniLM-L6-v2 was trained with
+    assert token_limit(Model(module=nn.Linear(2, 2), family="module")) == (
+        512,
+        "no limit stated by the model (default)",
+    )
+
+
+def test_text_tasks_record_the_token_limit_they_used(tiny_bert, tiny_classifier, tmp_path):
+    import compress.eval.tasks as tasks_module
+    import compress.eval.text as text
+    from compress.eval.data import load_labelled
+    from compress.eval.tasks import Fidelity, ProbeClassification
+
+    bert = cz.load(tiny_bert)
+    seen = []
+
+    tokenize = text.tokenize
+
+    def spy(model, texts, max_length):
+        seen.append(max_length)
+        return tokenize(model, texts, max_length)
+
+    with pytest.MonkeyPatch.context() as patch:
+        for module in (text, tasks_module):
+            patch.setattr(module, "tokenize", spy)
+        probe = ProbeClassification(load_labelled("spam", limit=8)).run(bert, bert)
+        embedding = Embedding(None, limit=4).run(bert, bert)
+        fidelity = Fidelity(texts=TEXTS).run(bert, bert)
+    assert set(seen) == {160}
+    for result in (probe, embedding, fidelity):
+        assert (result.details["max_length"], result.details["max_length_from"]) == (
+            160,
+            "config max_position_embeddings",
+        )
+    path = tmp_path / "labelled.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "label": "spam"}) + "\n" for t in TEXTS))
+    head = HeadClassification(str(path), max_length=16).run(
+        cz.load(tiny_classifier), cz.load(tiny_classifier)
+    )
+    assert (head.details["max_length"], head.details["max_length_from"]) == (16, "as set")

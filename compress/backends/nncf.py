@@ -108,8 +108,8 @@ def compress_with_nncf(
 def _fp32_graph(model, folder: Path):
     import onnx
 
-    from compress.eval.runtimes import export_samples
     from compress.onnx import export_onnx
+    from compress.onnx.samples import export_samples
 
     sample, _ = export_samples(None)(model)
     exported = export_onnx(model.module, sample, folder / "fp32")

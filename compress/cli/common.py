@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
+import os
+import re
+import signal
 import sys
-from collections.abc import Callable
+import threading
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from compress.errors import CompressError
 
@@ -17,21 +25,97 @@ from compress.errors import CompressError
 stderr = Console(stderr=True, highlight=False)
 
 
+DEBUG_ENV = "COMPRESS_DEBUG"  # set to 1: an internal error prints its traceback
+INTERNAL_ERROR = 3  # exit code of a bug in compress: never 1, which says "gate failed"
+# Errors of the machine, not of compress: exit 2 with the path and the reason.
+_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EPIPE}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the process is, so every cleanup runs as it does after Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def handle_errors(fn: Callable) -> Callable:
-    """Turn CompressError into one sentence on stderr and exit code 2; Ctrl-C into exit 130."""
+    """Exit codes: 0 ok; 1 gate failed (the command exits so itself); 2 bad input, one sentence;
+    3 internal error, one line (COMPRESS_DEBUG=1 prints the traceback); 130 on Ctrl-C and 128 + the
+    signal's number on SIGTERM / SIGHUP, which clean up as Ctrl-C does. Whatever the exit, the
+    exception has unwound every atomic output first, so nothing partial is left behind."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except CompressError as exc:
-            stderr.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            stderr.print("[yellow]interrupted[/]: nothing partial was left behind.")
-            sys.exit(130)
+        with _signals_interrupt():
+            try:
+                return fn(*args, **kwargs)
+            except CompressError as exc:
+                _fail(f"[bold red]error:[/] {escape(str(exc))}", exc.exit_code)
+            except Terminated as exc:
+                name = signal.Signals(exc.signum).name
+                _fail(f"[yellow]terminated[/] ({name}): nothing partial was left behind.", 128 + exc.signum)
+            except KeyboardInterrupt:
+                _fail("[yellow]interrupted[/]: nothing partial was left behind.", 130)
+            except (click.ClickException, click.exceptions.Exit, click.Abort):
+                raise  # usage errors: click prints them (exit 2)
+            except OSError as exc:
+                if exc.errno not in _ENVIRONMENT_ERRNOS:
+                    _internal_error(exc)
+                _fail(f"[bold red]error:[/] {escape(_os_error_sentence(exc))}", 2)
+            except Exception as exc:
+                _internal_error(exc)
 
     return wrapper
+
+
+def _fail(message: str, code: int) -> None:
+    stderr.print(message, soft_wrap=True)
+    sys.exit(code)
+
+
+def _internal_error(exc: BaseException) -> None:
+    if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        traceback.print_exception(exc)
+    text = (str(exc).strip().splitlines() or [""])[0]
+    _fail(
+        f"[bold red]internal error:[/] {escape(type(exc).__name__)}{': ' if text else ''}{escape(text)} "
+        f"(a bug in compress; run again with {DEBUG_ENV}=1 to see the traceback, and report it).",
+        INTERNAL_ERROR,
+    )
+
+
+def _os_error_sentence(exc: OSError) -> str:
+    reason = (exc.strerror or str(exc)).lower()
+    if not exc.filename:
+        return f"cannot write the output: {reason}."
+    # A private staging name (.model.safetensors.abc123.partial) means the output it stands for.
+    path = re.sub(r"(^|/)\.([^/]+?)\.(?:partial-[^/]*|[^./]+\.partial)(?=/|$)", r"\1\2", str(exc.filename))
+    if exc.errno == errno.EACCES and os.path.exists(path) and not os.access(path, os.R_OK):
+        return f"cannot read {path}: {reason}."
+    return f"cannot write to {path}: {reason}."
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM and SIGHUP raise Terminated (a KeyboardInterrupt) in the main thread."""
+    names = ("SIGTERM", "SIGHUP")
+    signals = [getattr(signal, n) for n in names if hasattr(signal, n)]
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        for s in signals:  # once: a second signal must not cut the cleanup short
+            signal.signal(s, signal.SIG_IGN)
+        raise Terminated(signum)
+
+    previous = {s: signal.signal(s, interrupt) for s in signals}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 class RichProgress:
@@ -161,7 +245,8 @@ def eval_options(fn: Callable) -> Callable:
             "runtimes",
             default="torch",
             show_default=True,
-            help="Runtimes to time, comma-separated: torch, onnxruntime (exported and checked first).",
+            help="Runtimes to time, comma-separated: torch, onnxruntime, openvino (graphs exported and "
+            "checked against torch first).",
         ),
         click.option("--batch-size", type=int, default=8, show_default=True, help="Latency batch size."),
         click.option("--seq-len", type=int, default=128, show_default=True, help="Latency sequence length."),

@@ -122,7 +122,7 @@ def _print_outcome(result, opts: dict, describe: str) -> None:
 
 
 def _exported(result) -> list[Path]:
-    names = {"onnx": "model.onnx"}
+    names = {"onnx": "model.onnx", "openvino": "openvino", "compressed-tensors": "compressed-tensors"}
     out = []
     for step in result.plan.recipe.export:
         path = result.output / names.get(step.format, step.format)

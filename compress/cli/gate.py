@@ -126,7 +126,7 @@ def gate_command(
 
     from compress.cli.verdict import emit_verdict
     from compress.errors import BadInput
-    from compress.gate import Rule, gate
+    from compress.gate import Rule, check_bounds, gate
     from compress.history import UnknownModel, canonical_sha256, model_sha256, recipe_sha256
     from compress.recipe import Recipe
     from compress.report import Report
@@ -137,9 +137,10 @@ def gate_command(
     rules += [Rule.parse(r, f"rule {r['metric']}") for r in options]
     if not rules:
         raise BadInput("no gate rules: give --recipe RECIPE or rule options such as --min-retention 0.99.")
+    check_bounds(rules)
     if against:
-        if tolerance < 0:
-            raise BadInput(f"--tolerance must be >= 0, got {tolerance}.")
+        if not 0 <= tolerance < float("inf"):  # also refuses nan
+            raise BadInput(f"--tolerance must be a number >= 0, got {tolerance}.")
         rules = [r if r.compares_with_previous else r.replace(max_regression_pct=tolerance) for r in rules]
     history = open_history({"history_path": history_path, "no_history": no_history}, check=True)
     previous, label = None, None

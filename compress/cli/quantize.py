@@ -11,6 +11,7 @@ import click
 
 from compress.cli.common import eval_options, evaluation_from_options, handle_errors
 from compress.cli.execute import execute, run_options
+from compress.exporters import available_formats
 from compress.passes.quantize.config import (
     BACKENDS,
     METHODS,
@@ -33,6 +34,7 @@ SETTING_OPTIONS = (
     "act_order",
     "clip",
     "backend",
+    "allow_nonfinite",
 )
 
 
@@ -113,6 +115,13 @@ SETTING_OPTIONS = (
 @click.option("--calib-seq-len", type=int, metavar="N", help="Tokens per calibration sample [default: 512].")
 @click.option("--calib-seed", type=int, metavar="N", help="Seed that picks the samples [default: 0].")
 @click.option(
+    "--allow-nonfinite",
+    flag_value=True,
+    default=None,
+    help="Quantize weights holding NaN or Inf (NaN as 0, Inf as the row's largest finite value) instead of "
+    "refusing them [default: refuse].",
+)
+@click.option(
     "--embeddings", is_flag=True, help="Quantize embedding tables too (Linear layers only by default)."
 )
 @click.option("--include", multiple=True, metavar="GLOB", help="Only layers whose name matches (repeatable).")
@@ -123,9 +132,9 @@ SETTING_OPTIONS = (
     "--export",
     "export_formats",
     multiple=True,
-    metavar="FORMAT",
-    help="Also write the model for a runtime (repeatable): onnx (model.onnx with integer kernels; "
-    "`compress passes` lists every format).",
+    type=click.Choice(available_formats()),
+    help="Also write the model for a runtime (repeatable): onnx (model.onnx with integer kernels), "
+    "openvino (openvino/ IR), compressed-tensors (compressed-tensors/ for transformers and vLLM).",
 )
 @click.option(
     "--onnx-format",

@@ -28,6 +28,14 @@ from compress.cli.common import (
 @click.option(
     "-o", "--output", metavar="DIR", help="Save every point (model, report.json, recipe.yaml) here."
 )
+@click.option(
+    "--dry-run", is_flag=True, help="Check every setting and print their resolved recipes; run nothing."
+)
+@click.option(
+    "--save-recipe",
+    metavar="DIR",
+    help="Write each setting's resolved recipe to DIR/<name>.yaml (for `compress run`).",
+)
 @eval_options
 @json_option
 @quiet_option
@@ -45,10 +53,15 @@ def sweep_command(source: str, settings: tuple[str, ...], **opts) -> None:
     from compress.sweep import sweep
 
     e = evaluation_from_options(opts)
+    recipes = [_setting(s, i).replace(evaluation=e) for i, s in enumerate(settings)]
+    if opts["dry_run"] or opts["save_recipe"]:
+        _resolved(recipes, source, opts)
+        if opts["dry_run"]:
+            return
     history = open_history(opts, check=True)
     result = sweep(
         source,
-        [_setting(s, i) for i, s in enumerate(settings)],
+        recipes,
         task=e.task,
         data=e.data,
         limit=e.limit,
@@ -73,6 +86,22 @@ def sweep_command(source: str, settings: tuple[str, ...], **opts) -> None:
         write_text(opts["json_path"], json.dumps(rows, indent=2, default=str) + "\n")
     if opts["markdown_path"]:
         write_text(opts["markdown_path"], result.to_markdown())
+
+
+def _resolved(recipes: list, source: str, opts: dict) -> None:
+    """Plan each setting against MODEL (every check a run makes); print or save the resolved recipes."""
+    from compress.cli.execute import print_plan
+    from compress.plan import plan_run
+    from compress.sweep import _labels, _slug
+
+    for recipe, label in zip(recipes, _labels(recipes, None), strict=True):
+        name = recipe.name or _slug(label)
+        plan = plan_run(recipe.replace(name=name), source, None, cache=None)
+        if opts["save_recipe"]:
+            write_text(str(Path(opts["save_recipe"]) / f"{name}.yaml"), plan.recipe.to_yaml())
+        if opts["dry_run"]:
+            print_plan(plan)
+            click.echo(f"# {name}\n" + plan.recipe.to_yaml() + "---")
 
 
 def _setting(text: str, index: int):

@@ -5,10 +5,10 @@ whose output is one score per class (vision models)."""
 from __future__ import annotations
 
 from compress.errors import BadInput
+from compress.eval.accuracy import AccuracyResult, Task, accuracy_and_f1
 from compress.eval.calls import call_module, main_output
 from compress.eval.data import load_arrays, read_rows
-from compress.eval.tasks import AccuracyResult, Task, accuracy_and_f1
-from compress.eval.text import tokenize
+from compress.eval.text import token_limit, tokenize
 from compress.model import Model
 
 
@@ -65,7 +65,7 @@ class HeadClassification(_Scored):
         text_column: str = "text",
         label_column: str = "label",
         limit: int | None = None,
-        max_length: int = 128,
+        max_length: int | None = None,
         batch_size: int = 32,
     ):
         self.label, rows = read_rows(source, (text_column, label_column))
@@ -76,13 +76,13 @@ class HeadClassification(_Scored):
         self.raw_labels = [str(r[label_column]) for r in rows]
         self.max_length, self.batch_size = max_length, batch_size
 
-    def predictions(self, model: Model, progress=None) -> list[int]:
+    def predictions(self, model: Model, max_length: int, progress=None) -> list[int]:
         import torch
 
         out: list[int] = []
         with torch.inference_mode():
             for start in range(0, len(self.texts), self.batch_size):
-                batch = tokenize(model, self.texts[start : start + self.batch_size], self.max_length)
+                batch = tokenize(model, self.texts[start : start + self.batch_size], max_length)
                 out += main_output(model.module(**batch)).argmax(-1).tolist()
                 if progress:
                     progress.advance(len(batch["input_ids"]))
@@ -93,11 +93,13 @@ class HeadClassification(_Scored):
         truth = map_labels(self.raw_labels, names, self.label)
         if progress:
             progress.start("classifying", total=2 * len(self.texts))
-        base_pred = self.predictions(baseline, progress)
-        cand_pred = self.predictions(candidate, progress)
+        tokens, source = token_limit(baseline, self.max_length)
+        base_pred = self.predictions(baseline, tokens, progress)
+        cand_pred = self.predictions(candidate, tokens, progress)
         if progress:
             progress.done()
         details = {"dataset": self.label, "labels": names, "scorer": "the model's classification head"}
+        details |= {"max_length": tokens, "max_length_from": source}
         return self.scored(base_pred, cand_pred, truth, len(names), details)
 
 

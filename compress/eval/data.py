@@ -114,7 +114,7 @@ def load_text(source: str | Path = "wiki", *, text_column: str = "text") -> str:
         raise BadInput(f"{path}: no such text file (built-in texts: {known}).")
     if path.suffix == ".txt":
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")
         except (UnicodeDecodeError, OSError) as exc:
             raise BadInput(f"{path}: cannot be read as UTF-8 text ({exc}).") from None
     else:
@@ -133,7 +133,7 @@ def _read_rows(path: Path) -> list[dict]:
         return _read_jsonl(path, str(path))
     if path.suffix == ".csv":
         try:
-            with path.open(newline="", encoding="utf-8") as f:
+            with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: a BOM (Excel's) is not data
                 return list(csv.DictReader(f))
         except (UnicodeDecodeError, csv.Error) as exc:
             raise BadInput(f"{path}: is not a readable CSV file ({exc}).") from None
@@ -144,7 +144,7 @@ def _read_jsonl(path: Path, label: str) -> list[dict]:
     opener = gzip.open if path.suffix == ".gz" else open
     rows = []
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
+        with opener(path, "rt", encoding="utf-8-sig") as f:
             for number, line in enumerate(f, 1):
                 if not line.strip():
                     continue

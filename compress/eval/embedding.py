@@ -9,9 +9,9 @@ model's cosine similarities with the human scores, and the candidate's retention
 from __future__ import annotations
 
 from compress.errors import BadInput
+from compress.eval.accuracy import AccuracyResult, Task
 from compress.eval.data import load_labelled, read_rows
-from compress.eval.tasks import AccuracyResult, Task
-from compress.eval.text import sentence_embeddings
+from compress.eval.text import sentence_embeddings, token_limit
 from compress.model import Model
 
 PAIR_COLUMNS = ("text1", "text2", "score")
@@ -49,10 +49,11 @@ class Embedding(Task):
         *,
         text_column: str = "text",
         limit: int | None = None,
-        max_length: int = 128,
+        max_length: int | None = None,
         batch_size: int = 32,
     ):
-        self.max_length, self.batch_size = max_length, batch_size
+        self.max_length, self.batch_size = max_length, batch_size  # max_length None: the model's own
+        self.tokens: tuple[int, str] = (0, "")
         self.pairs: tuple[list[str], list[str], list[float]] | None = None
         if source is None:
             self.label = "spam (built-in, test half)"
@@ -80,7 +81,7 @@ class Embedding(Task):
 
     def _embed(self, model: Model, progress):
         return sentence_embeddings(
-            model, self.texts, batch_size=self.batch_size, max_length=self.max_length, progress=progress
+            model, self.texts, batch_size=self.batch_size, max_length=self.tokens[0], progress=progress
         )
 
     def run(self, baseline: Model, candidate: Model, progress=None) -> AccuracyResult:
@@ -88,6 +89,7 @@ class Embedding(Task):
 
         if baseline.family != "encoder":
             raise BadInput(f"the embedding task needs an encoder; this model is a {baseline.family}.")
+        self.tokens = token_limit(baseline, self.max_length)
         if progress:
             progress.start("embedding", total=2 * len(self.texts))
         base, cand = self._embed(baseline, progress), self._embed(candidate, progress)
@@ -103,7 +105,8 @@ class Embedding(Task):
             "cosine_mean": cosine.mean().item(),
             "cosine_min": cosine.min().item(),
             "pairwise_spearman": spearman(sims_b.tolist(), sims_c.tolist()),
-            "max_length": self.max_length,
+            "max_length": self.tokens[0],
+            "max_length_from": self.tokens[1],
         }
         if self.pairs is None:
             return self.result(details["cosine_mean"], 1.0, details)

@@ -1,5 +1,5 @@
-"""Latency rows: baseline and candidate on one device and runtime (torch eager or ONNX Runtime),
-timed interleaved, with the peak memory of a call of each.
+"""Latency rows: baseline and candidate on one device and runtime (torch eager, ONNX Runtime or
+OpenVINO, see compress.eval.openvino), timed interleaved, with the peak memory of a call of each.
 
 A runtime or device that is not there, or a model that does not export to ONNX or whose export
 does not agree with torch, gives a row with status 'unavailable' and the reason, never a crash.
@@ -9,22 +9,19 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from compress.errors import BadInput, CompressError, Unavailable
 from compress.eval.calls import batch_size_of, call_module, move_inputs
-from compress.eval.latency import LatencySettings, cpu_timer, cuda_timer, measure_pair
+from compress.eval.latency import LatencySettings, Runner, cpu_timer, cuda_timer, measure_pair
 from compress.eval.memory import cuda_during, rss_during
-from compress.eval.text import latency_inputs, tokenize
+from compress.eval.text import latency_inputs
 from compress.model import Model
 
-RUNTIMES = ("torch", "onnxruntime")
+RUNTIMES = ("torch", "onnxruntime", "openvino")
 DEVICES = ("cpu", "cuda")
 # Texts of different lengths: exporting with padding keeps the mask in the traced graph.
-_EXPORT_TEXTS = ["a short one", "a longer sentence, so that the batch holds padding and a real mask"]
-_CHECK_TEXTS = ["checking", "another shape than the export's", "three rows, with padding in them"]
 
 
 def check_choices(devices, runtimes) -> None:
@@ -38,15 +35,6 @@ def check_choices(devices, runtimes) -> None:
 
 def unavailable_row(device: str, runtime: str, reason: str) -> dict:
     return {"device": device, "runtime": runtime, "status": "unavailable", "reason": reason}
-
-
-@dataclass
-class Runner:
-    """One model ready to run on one device and runtime."""
-
-    run: Callable[[], object]
-    info: dict = field(default_factory=dict)
-    close: Callable[[], None] = lambda: None
 
 
 def torch_runner(model: Model, batch: Any, device: str, _settings: LatencySettings, _onnx) -> Runner:
@@ -75,10 +63,16 @@ def onnx_runner(model: Model, batch: Any, device: str, settings: LatencySettings
     graph, check = onnx.get(model)
     session = open_session(graph.path, device, settings.threads or torch.get_num_threads())
     feeds = session_feeds(session, named_inputs(batch)[0])
-    return Runner(lambda: session.run(None, feeds), info={**graph.describe(), **check.describe()})
+    return Runner(lambda: session.run(None, feeds), info={"onnx": {**graph.describe(), **check.describe()}})
 
 
-RUNNERS = {"torch": torch_runner, "onnxruntime": onnx_runner}
+def openvino_runner(model: Model, batch: Any, device: str, settings: LatencySettings, graphs) -> Runner:
+    from compress.eval.openvino import openvino_runner as runner
+
+    return runner(model, batch, device, settings, graphs)
+
+
+RUNNERS = {"torch": torch_runner, "onnxruntime": onnx_runner, "openvino": openvino_runner}
 
 
 def device_available(device: str, runtime: str) -> None:
@@ -89,6 +83,10 @@ def device_available(device: str, runtime: str) -> None:
         from compress.onnx import provider_for
 
         provider_for(device)
+    elif runtime == "openvino":
+        from compress.openvino import check_device
+
+        check_device(device)
     elif device == "cuda" and not torch.cuda.is_available():
         raise Unavailable("no CUDA device (torch.cuda.is_available() is False)")
 
@@ -101,6 +99,12 @@ class OnnxGraphs:
         self._done: dict[int, Any] = {}
         self._inputs = export_inputs
         self.notes: list[str] = []
+        # Other runtimes' per-evaluation state built on these graphs (compress.eval.openvino).
+        self.others: dict[str, Any] = {}
+
+    def samples(self, model: Model) -> tuple[Any, list[Any]]:
+        """The inputs `model` is exported with, and those its export is checked on."""
+        return self._inputs(model)
 
     def get(self, model: Model):
         key = id(model)
@@ -143,32 +147,32 @@ class OnnxGraphs:
         return graph, check
 
     def close(self) -> None:
+        for other in self.others.values():
+            other.close()
         if self._dir is not None:
             self._dir.cleanup()
 
 
-def export_samples(inputs: Any) -> Callable[[Model], tuple[Any, list[Any]]]:
-    """Inputs to export each model with and to check the export on (other batch sizes and lengths)."""
-    import torch
-
-    def samples(model: Model):
-        if inputs is not None:
-            named = inputs if isinstance(inputs, dict) else None
-            doubled = (
-                {k: torch.cat([v, v]) for k, v in named.items()}
-                if named is not None
-                else torch.cat([inputs, inputs])
-                if isinstance(inputs, torch.Tensor)
-                else [torch.cat([v, v]) for v in inputs]
+def budget_notes(rows: list[dict], settings: LatencySettings) -> list[str]:
+    """A note for each row whose rounds the time budget cut short, or whose minimum overran it."""
+    notes = []
+    for row in rows:
+        if row.get("status") != "ok":
+            continue
+        where = f"latency {row['device']}/{row['runtime']}"
+        if row.get("timing_s", 0) > settings.budget_s:
+            notes.append(
+                f"{where}: one round takes longer than the {settings.budget_s:g} s budget; the minimum of "
+                f"{row.get('warmup_rounds', 0)} warm-up and {row['rounds']} timed rounds took "
+                f"{row['timing_s']:.1f} s"
             )
-            return inputs, [doubled] if batch_size_of(inputs) else []
-        if model.tokenizer is None:
-            raise Unavailable("needs sample inputs for a model without a tokenizer")
-        keep = ("input_ids", "attention_mask")  # what latency_inputs gives; BERT makes token types itself
-        export, check = (tokenize(model, texts, 64) for texts in (_EXPORT_TEXTS, _CHECK_TEXTS))
-        return {k: export[k] for k in keep}, [{k: check[k] for k in keep}]
-
-    return samples
+        elif row.get("budget_capped") and row["rounds"] < settings.min_rounds:
+            notes.append(
+                f"{where}: the {settings.budget_s:g} s budget allowed {row['rounds']} timed rounds (of the "
+                f"{settings.min_rounds} wanted), so the speedup's interval is wide; a larger --budget "
+                "narrows it"
+            )
+    return notes
 
 
 def latency_row(
@@ -239,11 +243,14 @@ def latency_row(
         "throughput": items * 1e3 / pair.candidate.p50,
         "baseline_throughput": items * 1e3 / pair.baseline.p50,
         "rounds": pair.rounds,
+        "warmup_rounds": pair.warmup,
+        "timing_s": pair.seconds,
+        "budget_capped": pair.budget_capped,
         **mem_c,
         **{f"baseline_{k}": v for k, v in mem_b.items()},
     }
-    if run_b.info or run_c.info:
-        row["onnx"] = {"baseline": run_b.info, "candidate": run_c.info}
+    for key in {**run_b.info, **run_c.info}:
+        row[key] = {"baseline": run_b.info.get(key), "candidate": run_c.info.get(key)}
     if ran:
         row["torch_kernels"] = ran
     return row

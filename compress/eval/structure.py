@@ -32,7 +32,8 @@ def weights(model: Model) -> dict[str, Any]:
             out[f"{names[0]}.weight"] = dense.detach()
         return out
     file = SafetensorsFile(model.checkpoint)
-    decoded = decode(file.read_all(), read_compression_info(file.metadata, str(model.checkpoint)))
+    where = str(model.checkpoint)
+    decoded = decode(file.read_all(), read_compression_info(file.metadata, where), where)
     return {
         name: value.dequantize() if hasattr(value, "dequantize") else value
         for name, value in decoded.items()
@@ -52,6 +53,8 @@ def sparsity_section(candidate: Model, baseline: Model) -> dict:
         if name not in base:
             continue
         numel, _, shape = base[name]
+        if numel == 0:
+            continue  # an empty tensor (a zero-size dimension) has no sparsity
         nonzero = int(torch.count_nonzero(w))
         layers.append(
             {

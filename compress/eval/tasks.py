@@ -5,89 +5,22 @@ retention = candidate / baseline for higher-is-better metrics (baseline / candid
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import ClassVar
-
-from compress.config import Settings
 from compress.errors import BadInput
+from compress.eval.accuracy import (
+    AccuracyResult,
+    Task,
+    TaskOptions,
+    accuracy_and_f1,
+    fit_probe,
+    predict,
+    retention,
+)
 from compress.eval.calls import call_module, main_output
 from compress.eval.data import LabelledTexts, load_labelled, load_text
-from compress.eval.text import require_tokenizer, sentence_embeddings, tokenize
+from compress.eval.text import require_tokenizer, sentence_embeddings, token_limit, tokenize
 from compress.model import Model
 
-
-@dataclass
-class AccuracyResult:
-    status: str  # "ok" | "unavailable"
-    task: str | None = None
-    metric: str | None = None
-    value: float | None = None
-    baseline: float | None = None
-    retention: float | None = None
-    higher_is_better: bool = True
-    details: dict = field(default_factory=dict)
-    reason: str | None = None
-
-    @classmethod
-    def unavailable(cls, reason: str, task: str | None = None) -> AccuracyResult:
-        return cls(status="unavailable", task=task, reason=reason)
-
-
-def retention(value: float, baseline: float, higher_is_better: bool) -> float | None:
-    if higher_is_better:
-        return value / baseline if baseline else None
-    return baseline / value if value else None
-
-
-class Task(ABC):
-    name: str
-    metric: str
-    higher_is_better: bool = True
-
-    @abstractmethod
-    def run(self, baseline: Model, candidate: Model, progress=None) -> AccuracyResult: ...
-
-    def result(self, value: float, baseline: float, details: dict) -> AccuracyResult:
-        return AccuracyResult(
-            status="ok",
-            task=self.name,
-            metric=self.metric,
-            value=value,
-            baseline=baseline,
-            retention=retention(value, baseline, self.higher_is_better),
-            higher_is_better=self.higher_is_better,
-            details=details,
-        )
-
-
-def fit_probe(features, labels: list[int], num_classes: int, ridge: float = 1e-2):
-    """Deterministic linear probe: one-vs-rest ridge regression, solved in closed form."""
-    import torch
-
-    x = torch.cat([features.double(), torch.ones(len(features), 1, dtype=torch.float64)], dim=1)
-    y = torch.full((len(labels), num_classes), -1.0, dtype=torch.float64)
-    y[torch.arange(len(labels)), torch.tensor(labels)] = 1.0
-    gram = x.T @ x + ridge * torch.eye(x.shape[1], dtype=torch.float64)
-    return torch.linalg.solve(gram, x.T @ y)
-
-
-def predict(weights, features) -> list[int]:
-    import torch
-
-    x = torch.cat([features.double(), torch.ones(len(features), 1, dtype=torch.float64)], dim=1)
-    return (x @ weights).argmax(dim=1).tolist()
-
-
-def accuracy_and_f1(predicted: list[int], truth: list[int], num_classes: int) -> tuple[float, float]:
-    correct = sum(p == t for p, t in zip(predicted, truth, strict=True))
-    f1s = []
-    for c in range(num_classes):
-        tp = sum(p == c and t == c for p, t in zip(predicted, truth, strict=True))
-        fp = sum(p == c and t != c for p, t in zip(predicted, truth, strict=True))
-        fn = sum(p != c and t == c for p, t in zip(predicted, truth, strict=True))
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0)
-    return correct / len(truth), sum(f1s) / num_classes
+__all__ = ["TASKS", "AccuracyResult", "Task", "TaskOptions", "accuracy_and_f1", "pick_task", "retention"]
 
 
 class ProbeClassification(Task):
@@ -100,19 +33,23 @@ class ProbeClassification(Task):
     name = "classification"
     metric = "accuracy"
 
-    def __init__(self, data: LabelledTexts | None = None, max_length: int = 128, batch_size: int = 32):
+    def __init__(
+        self, data: LabelledTexts | None = None, max_length: int | None = None, batch_size: int = 32
+    ):
         self.data = data or load_labelled("spam")
-        self.max_length = max_length
+        self.max_length = max_length  # None: the model's own limit (eval.text.token_limit)
         self.batch_size = batch_size
+        self.tokens: tuple[int, str] = (0, "")
         self._baseline: tuple | None = None  # (model, train, test embeddings): reused by a sweep
 
     def _embed(self, model: Model, texts: list[str], progress):
         return sentence_embeddings(
-            model, texts, batch_size=self.batch_size, max_length=self.max_length, progress=progress
+            model, texts, batch_size=self.batch_size, max_length=self.tokens[0], progress=progress
         )
 
     def run(self, baseline: Model, candidate: Model, progress=None) -> AccuracyResult:
         d = self.data
+        self.tokens = token_limit(baseline, self.max_length)
         known = self._baseline is not None and self._baseline[0] is baseline
         if progress:
             todo = len(d.test_texts) + (0 if known else len(d.train_texts) + len(d.test_texts))
@@ -141,7 +78,8 @@ class ProbeClassification(Task):
                 "probe": "one-vs-rest ridge regression on the baseline's mean-pooled embeddings",
                 "embedding_cosine_mean": cosine.mean().item(),
                 "embedding_cosine_min": cosine.min().item(),
-                "max_length": self.max_length,
+                "max_length": self.tokens[0],
+                "max_length_from": self.tokens[1],
             },
         )
 
@@ -157,7 +95,7 @@ class Fidelity(Task):
     metric = "cosine"
 
     def __init__(
-        self, texts: list[str] | None = None, max_length: int = 128, batch_size: int = 8, inputs=None
+        self, texts: list[str] | None = None, max_length: int | None = None, batch_size: int = 8, inputs=None
     ):
         self.texts = texts
         self.inputs = inputs
@@ -167,19 +105,24 @@ class Fidelity(Task):
     def run(self, baseline: Model, candidate: Model, progress=None) -> AccuracyResult:
         import torch
 
+        tokens = token_limit(baseline, self.max_length)
+        texts_used = self.inputs is None or baseline.family == "encoder"
+        limits = {"max_length": tokens[0], "max_length_from": tokens[1]} if texts_used else {}
         if baseline.family == "encoder":
             texts = self.texts or load_labelled("spam", limit=64).test_texts
-            b = sentence_embeddings(baseline, texts, max_length=self.max_length)
-            c = sentence_embeddings(candidate, texts, max_length=self.max_length)
+            b = sentence_embeddings(baseline, texts, max_length=tokens[0])
+            c = sentence_embeddings(candidate, texts, max_length=tokens[0])
             cos = (b * c).sum(dim=1)
-            return self.result(
-                cos.mean().item(),
-                1.0,
-                {"cosine_min": cos.min().item(), "n": len(texts), "outputs": "sentence embeddings"},
-            )
-        b_out, c_out = self._outputs(baseline, candidate)
+            details = {"cosine_min": cos.min().item(), "n": len(texts), "outputs": "sentence embeddings"}
+            return self.result(cos.mean().item(), 1.0, {**details, **limits})
+        b_out, c_out = self._outputs(baseline, candidate, tokens[0])
         cos = torch.nn.functional.cosine_similarity(b_out, c_out, dim=-1)
-        details = {"cosine_min": cos.min().item(), "n": int(cos.numel()), "outputs": "last dimension"}
+        details = {
+            "cosine_min": cos.min().item(),
+            "n": int(cos.numel()),
+            "outputs": "last dimension",
+            **limits,
+        }
         if b_out.shape[-1] > 1:
             details["top1_agreement"] = (b_out.argmax(-1) == c_out.argmax(-1)).float().mean().item()
             logp_b = torch.log_softmax(b_out.double(), dim=-1)
@@ -187,7 +130,7 @@ class Fidelity(Task):
             details["kl"] = (logp_b.exp() * (logp_b - logp_c)).sum(-1).mean().item()
         return self.result(cos.mean().item(), 1.0, details)
 
-    def _outputs(self, baseline: Model, candidate: Model):
+    def _outputs(self, baseline: Model, candidate: Model, max_length: int):
         import torch
 
         with torch.inference_mode():
@@ -199,7 +142,7 @@ class Fidelity(Task):
             texts = self.texts or load_labelled("spam", limit=16).test_texts
             outs_b, outs_c = [], []
             for start in range(0, len(texts), self.batch_size):
-                batch = tokenize(baseline, texts[start : start + self.batch_size], self.max_length)
+                batch = tokenize(baseline, texts[start : start + self.batch_size], max_length)
                 keep = batch["attention_mask"].bool()
                 outs_b.append(main_output(baseline.module(**batch))[keep].float())
                 outs_c.append(main_output(candidate.module(**batch))[keep].float())
@@ -288,25 +231,6 @@ class Perplexity(Task):
                 "baseline_seconds": base_seconds,
             },
         )
-
-
-@dataclass(frozen=True, kw_only=True)
-class TaskOptions(Settings):
-    """Settings of the accuracy tasks; each task reads the ones it needs."""
-
-    kind: ClassVar[str] = "task options"
-    max_length: int = 128  # tokens per text (classification, embedding, fidelity)
-    batch_size: int = 32
-    text_column: str = "text"
-    label_column: str = "label"
-    window: int = 512  # causal-lm: tokens per window
-    stride: int | None = None  # causal-lm: tokens the window advances (default: the window)
-    max_tokens: int = 8192  # causal-lm: tokens of the text scored, at most
-
-    def validate(self) -> None:
-        for name in ("max_length", "batch_size", "window", "max_tokens"):
-            if getattr(self, name) < 1:
-                raise BadInput(f"task options: {name} must be at least 1, got {getattr(self, name)}.")
 
 
 TASKS = ("auto", "classification", "embedding", "causal-lm", "fidelity")

@@ -18,6 +18,41 @@ def require_tokenizer(model: Model):
     return model.tokenizer
 
 
+# Used only when neither the model nor its tokenizer states a limit (and none is set).
+FALLBACK_TOKEN_LIMIT = 512
+_UNSET = 10**9  # transformers' "no limit" model_max_length is int(1e30)
+
+
+def token_limit(model: Model, asked: int | None = None) -> tuple[int, str]:
+    """Tokens per text for the text tasks, and where that number comes from: `asked` when set, else
+    the model's own maximum: sentence-transformers' max_seq_length when the folder has one (the
+    length the embedding model was trained for), else the smaller of the tokenizer's
+    model_max_length and the config's max_position_embeddings, counting only those that are set."""
+    import json
+
+    if asked is not None:
+        return asked, "as set"
+    st_config = model.folder / "sentence_bert_config.json" if model.folder else None
+    if st_config is not None and st_config.is_file():
+        try:
+            length = json.loads(st_config.read_text()).get("max_seq_length")
+        except (OSError, ValueError, AttributeError):
+            length = None
+        if isinstance(length, int) and length > 0:
+            return length, "sentence_bert_config.json max_seq_length"
+    found = []
+    length = getattr(model.tokenizer, "model_max_length", None)
+    if isinstance(length, int) and 0 < length < _UNSET:
+        found.append((length, "tokenizer model_max_length"))
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    length = getattr(config, "max_position_embeddings", None)
+    if isinstance(length, int) and 0 < length < _UNSET:
+        found.append((length, "config max_position_embeddings"))
+    if found:
+        return min(found)
+    return FALLBACK_TOKEN_LIMIT, "no limit stated by the model (default)"
+
+
 def tokenize(model: Model, texts: list[str], max_length: int) -> dict:
     tok = require_tokenizer(model)
     if tok.pad_token is None:
@@ -26,7 +61,12 @@ def tokenize(model: Model, texts: list[str], max_length: int) -> dict:
 
 
 def sentence_embeddings(
-    model: Model, texts: list[str], *, batch_size: int = 32, max_length: int = 128, progress=None
+    model: Model,
+    texts: list[str],
+    *,
+    batch_size: int = 32,
+    max_length: int = FALLBACK_TOKEN_LIMIT,
+    progress=None,
 ):
     """Mean-pooled, L2-normalised embeddings of an encoder (the sentence-transformers recipe)."""
     import torch

@@ -28,6 +28,7 @@ ENTRY_POINT_GROUP = "compress.exporters"
 BUILTIN = {
     "onnx": "compress.exporters.onnx:EXPORTER",
     "compressed-tensors": "compress.exporters.compressed_tensors:EXPORTER",
+    "openvino": "compress.exporters.openvino:EXPORTER",
 }
 
 

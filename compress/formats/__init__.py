@@ -21,7 +21,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from compress.errors import BadInput
+from compress.errors import BadInput, quoted
+from compress.formats.checks import is_count
 from compress.formats.quantized import QuantizedTensor
 from compress.formats.sparse import SparseCodec
 
@@ -34,9 +35,11 @@ KEY_TENSORS = "compress.tensors"
 KEY_RESIZED = "compress.resized"
 KEY_STATS = "compress.stats"
 
-# scheme -> codec class with from_parts / part_names / planned_parts (see QuantizedTensor).
+# scheme -> codec class with check_meta / from_parts / part_names / planned_parts (see QuantizedTensor).
 # Other encodings add themselves here.
 CODECS: dict[str, Any] = {"int8": QuantizedTensor, "int4": QuantizedTensor, "sparse": SparseCodec}
+# Suffixes of the stored parts any codec writes beside a weight's name.
+PART_SUFFIXES = ("_scale", "_zero", "_mask")
 
 
 @dataclass
@@ -68,7 +71,11 @@ class CompressionInfo:
 
 
 def read_compression_info(metadata: dict[str, str], where: str) -> CompressionInfo | None:
-    """Parse compress's header keys; None for an ordinary (uncompressed) checkpoint."""
+    """Parse compress's header keys; None for an ordinary (uncompressed) checkpoint.
+
+    Every entry is checked for its structure here (BadInput naming the tensor), so a hand-edited
+    header is refused on load rather than crashing later; `decode` checks the stored parts against it.
+    """
     if KEY_FORMAT not in metadata:
         return None
     try:
@@ -89,14 +96,39 @@ def read_compression_info(metadata: dict[str, str], where: str) -> CompressionIn
             f"{where}: was written in compress format {version}; this compress reads up to format "
             f"{FORMAT_VERSION} (upgrade compress)."
         )
+    _check_structure(info, where)
     for name, meta in info.tensors.items():
+        if not isinstance(meta, dict):
+            raise BadInput(f"{where}: the compress metadata of tensor {quoted(name)} is not a mapping.")
         if meta.get("scheme") not in CODECS:
-            raise BadInput(f"{where}: tensor '{name}' uses an unknown encoding '{meta.get('scheme')}'.")
+            raise BadInput(
+                f"{where}: tensor {quoted(name)} uses an unknown encoding {quoted(str(meta.get('scheme')))}."
+            )
+        CODECS[meta["scheme"]].check_meta(name, meta, where)
     return info
 
 
-def decode(tensors: dict, info: CompressionInfo | None) -> dict:
-    """Group stored parts back into encoded weights; plain tensors pass through."""
+def _check_structure(info: CompressionInfo, where: str) -> None:
+    def valid_shape(value: object) -> bool:
+        return isinstance(value, list) and all(is_count(d) for d in value)
+
+    checks = (
+        (KEY_RECIPE, isinstance(info.recipe, list) and all(isinstance(p, dict) for p in info.recipe)),
+        (KEY_TENSORS, isinstance(info.tensors, dict)),
+        (KEY_RESIZED, isinstance(info.resized, dict) and all(map(valid_shape, info.resized.values()))),
+        (KEY_STATS, isinstance(info.stats, dict)),
+    )
+    for key, ok in checks:
+        if not ok:
+            raise BadInput(f"{where}: has corrupt compress metadata in its header ({key}).")
+
+
+def decode(tensors: dict, info: CompressionInfo | None, where: str = "checkpoint") -> dict:
+    """Group stored parts back into encoded weights; plain tensors pass through.
+
+    BadInput naming the weight when a part is missing, left over, or of another dtype or shape than
+    the weight's metadata says.
+    """
     if info is None:
         return dict(tensors)
     out = dict(tensors)
@@ -105,7 +137,16 @@ def decode(tensors: dict, info: CompressionInfo | None) -> dict:
         names = codec.part_names(name, meta)
         missing = [n for n in names if n not in out]
         if missing:
-            raise BadInput(f"checkpoint lacks the stored parts {missing} of encoded weight '{name}'.")
+            raise BadInput(
+                f"{where}: lacks the stored parts {missing} of encoded weight {quoted(name)} (its metadata "
+                f"says {meta['scheme']}; corrupt or edited metadata)."
+            )
+        extra = [f"{name}{s}" for s in PART_SUFFIXES if f"{name}{s}" in out and f"{name}{s}" not in names]
+        if extra:
+            raise BadInput(
+                f"{where}: holds {extra} beside encoded weight {quoted(name)}, which its metadata "
+                f"({meta['scheme']}) does not use (corrupt or edited metadata)."
+            )
         parts = {n: out.pop(n) for n in names}
-        out[name] = codec.from_parts(name, parts, meta)
+        out[name] = codec.from_parts(name, parts, meta, where)
     return out

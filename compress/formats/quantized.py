@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from compress.formats.checks import FLOAT_DTYPES, check_part, corrupt, dtype_field, is_count, shape_field
+
 SCHEMES = ("int8", "int4")
 INT4_SYMMETRIC_ZERO = 8
 
@@ -110,8 +112,36 @@ class QuantizedTensor:
             "symmetric": self.symmetric,
         }
 
+    @staticmethod
+    def check_meta(name: str, meta: dict, where: str) -> None:
+        """BadInput naming the weight when its header entry cannot describe an INT8 or INT4 weight."""
+        shape = shape_field(meta, "shape", name, where, min_dims=2)
+        dtype_field(meta, "dtype", name, where, FLOAT_DTYPES)
+        group, symmetric = meta.get("group_size"), meta.get("symmetric", True)
+        if not isinstance(symmetric, bool):
+            raise corrupt(where, name, f"has symmetric {symmetric!r}, not true or false")
+        if meta["scheme"] == "int8":
+            if group is not None or not symmetric:
+                raise corrupt(
+                    where,
+                    name,
+                    f"says int8 with group_size {group!r} and symmetric {symmetric}; int8 is "
+                    "per row (group_size null) and symmetric",
+                )
+            return
+        cols = math.prod(shape[1:])
+        if not is_count(group) or group == 0 or cols % group:
+            raise corrupt(
+                where, name, f"says int4 with group_size {group!r}, which does not divide its {cols} columns"
+            )
+
     @classmethod
-    def from_parts(cls, name: str, tensors: dict[str, torch.Tensor], meta: dict) -> QuantizedTensor:
+    def from_parts(
+        cls, name: str, tensors: dict[str, torch.Tensor], meta: dict, where: str = "checkpoint"
+    ) -> QuantizedTensor:
+        """The weight from its stored parts, each checked against the form its metadata plans."""
+        for part, dtype, shape in cls.planned_parts(name, meta):
+            check_part(where, name, part, tensors[part], dtype, shape)
         return cls(
             scheme=meta["scheme"],
             data=tensors[name],

@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from compress.errors import BadInput
+from compress.errors import BadInput, quoted
+from compress.formats.checks import FLOAT_DTYPES, check_part, corrupt, dtype_field, is_count, shape_field
 
 SCHEME = "sparse"
 # Store a tensor sparsely only when it saves at least this fraction of its dense bytes.
@@ -79,28 +80,52 @@ class SparseCodec:
         return [name, f"{name}_mask", *rest]
 
     @staticmethod
-    def from_parts(name: str, tensors: dict[str, torch.Tensor], meta: dict) -> Any:
-        dense = densify(name, tensors[name], tensors[f"{name}_mask"], meta)
+    def check_meta(name: str, meta: dict, where: str) -> None:
+        """BadInput naming the weight when its header entry cannot describe a sparse weight."""
+        shape = shape_field(meta, "shape", name, where)
+        stored = shape_field(meta, "stored_shape", name, where)
+        dtype_field(meta, "dtype", name, where, FLOAT_DTYPES)
+        inner = meta.get("inner")
+        stored_dtypes = ("int8",) if inner else FLOAT_DTYPES
+        dtype_field(meta, "stored_dtype", name, where, stored_dtypes)
+        nnz = meta.get("nnz", 0)
+        if not is_count(nnz) or nnz > math.prod(stored):
+            raise corrupt(where, name, f"keeps {nnz!r} values of {math.prod(stored)}")
+        if inner is None:
+            if stored != shape:
+                raise corrupt(where, name, f"stores shape {list(stored)} for a weight of shape {list(shape)}")
+            return
+        if not isinstance(inner, dict) or inner.get("scheme") != "int8":
+            raise corrupt(where, name, "has an inner encoding that is not int8")
+        _inner_codec(inner, name).check_meta(name, inner, where)
+        rows, cols = inner["shape"][0], math.prod(inner["shape"][1:])
+        if stored != (rows, cols) or list(shape) != list(inner["shape"]):
+            raise corrupt(where, name, f"stores shape {list(stored)} for int8 codes of shape {[rows, cols]}")
+
+    @staticmethod
+    def from_parts(name: str, tensors: dict[str, torch.Tensor], meta: dict, where: str = "checkpoint") -> Any:
+        dense = densify(name, tensors[name], tensors[f"{name}_mask"], meta, where)
         inner = meta.get("inner")
         if not inner:
             return dense
-        return _inner_codec(inner, name).from_parts(name, {**tensors, name: dense}, inner)
+        return _inner_codec(inner, name).from_parts(name, {**tensors, name: dense}, inner, where)
 
 
-def densify(name: str, values: torch.Tensor, packed: torch.Tensor, meta: dict) -> torch.Tensor:
+def densify(
+    name: str, values: torch.Tensor, packed: torch.Tensor, meta: dict, where: str = "checkpoint"
+) -> torch.Tensor:
     """Scatter the kept values back into a dense tensor; BadInput when the parts do not agree."""
     shape = tuple(meta["stored_shape"])
     numel = math.prod(shape)
-    if packed.dtype != torch.uint8 or packed.dim() != 1 or packed.numel() != math.ceil(numel / 8):
-        raise BadInput(
-            f"sparse weight '{name}': its bitmask does not match its shape {list(shape)} (corrupt)."
-        )
+    check_part(where, name, f"{name}_mask", packed, torch.uint8, (math.ceil(numel / 8),))
     mask = unpack_mask(packed, numel)
     kept = int(mask.sum())
-    if values.dim() != 1 or values.numel() != kept or kept != meta.get("nnz", kept):
+    stored_dtype = getattr(torch, meta.get("stored_dtype", str(values.dtype).removeprefix("torch.")))
+    check_part(where, name, name, values, stored_dtype, (kept,))
+    if kept != meta.get("nnz", kept):
         raise BadInput(
-            f"sparse weight '{name}': its bitmask keeps {kept} values but {values.numel()} are stored "
-            "(corrupt)."
+            f"{where}: sparse weight {quoted(name)}: its bitmask keeps {kept} values but its metadata says "
+            f"{meta['nnz']} (corrupt)."
         )
     dense = torch.zeros(numel, dtype=values.dtype)
     dense[mask] = values

@@ -118,7 +118,9 @@ def export_onnx(
     weight_bytes = sum(t.numel() * t.element_size() for t in module.state_dict().values())
     started = time.perf_counter()
     out = Path(out_dir)
-    with atomic_output_dir(out) as stage, warnings.catch_warnings(record=True) as caught:
+    # The graph may go beside a checkpoint: only its own files are replaced there.
+    owned = (ONNX_NAME, ONNX_NAME + ".data")
+    with atomic_output_dir(out, owns=owned) as stage, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             with torch.inference_mode(False), torch.no_grad():

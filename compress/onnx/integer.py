@@ -1,8 +1,9 @@
 """ONNX graphs with integer kernels for a quantized model, holding exactly its stored codes.
 
 The model is exported once as float (each quantized Linear replaced by a float Linear holding its
-dequantized weight); then every MatMul/Gemm whose weight is one of those dequantized matrices (found
-by value) is rewritten to run on the stored integers:
+dequantized weight, each quantized embedding by its dequantized table); then every MatMul/Gemm whose
+weight is one of those dequantized matrices (found by value), and every Gather of such a table, is
+rewritten to run on the stored integers:
 
 - INT8 with dynamic activations: per-token symmetric scales s = max|x_row| / 127 computed at run
   time; codes round(x / s) + 128 as uint8 (one zero point for every row, so ONNX Runtime's fast
@@ -17,80 +18,29 @@ by value) is rewritten to run on the stored integers:
 - INT4 (weight-only): com.microsoft MatMulNBits with the packed codes, scales and zero points as
   stored (the stored form is MatMulNBits' layout).
 
-A quantized layer the rewrite cannot express (an embedding, a convolution, a weight the exporter
-folded into another operator) raises Unsupported naming the operator: no silent float fallback.
+- Embedding tables (INT8 or INT4): Gather of the stored codes, dequantized after the lookup
+  (compress.onnx.embedding).
+
+The float twin is built by compress.onnx.twin. A quantized layer the rewrite cannot express (a
+convolution, a weight the exporter folded into another operator) raises Unsupported naming the
+operator: no silent float fallback.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from compress.errors import Unsupported
+from compress.onnx.twin import Table, Target, Twin, float_twin, layers_used
 
 ACTIVATIONS = ("none", "dynamic", "static")
 FORMS = ("qoperator", "qdq")
 MS_DOMAIN = "com.microsoft"
 ACT_ZERO = 128  # uint8 zero point of the symmetric per-token activation codes
 MIN_COSINE_ROUNDED_ACTIVATIONS = 0.99  # export check with quantized activations (see export_quantized_folder)
-
-
-@dataclass
-class _Target:
-    name: str  # the layer's weight name in the checkpoint
-    qt: Any  # QuantizedTensor
-    transposed: bool  # the graph holds W^T (MatMul) rather than W (Gemm with transB)
-    smooth: Any = None  # numpy [in]: the input's SmoothQuant factors, or None
-    input_scale: float | None = None  # static activations: the calibrated uint8 scale ...
-    input_zero: int | None = None  # ... and zero point
-
-
-def float_twin(module) -> tuple[Any, dict[bytes, _Target]]:
-    """A float32 copy of `module` with dequantized Linear weights, and those weights keyed by value."""
-    import torch
-    from torch import nn
-
-    from compress.model import replace_module
-    from compress.qmodules import QuantLinear, _QuantizedWeight
-
-    twin = copy.deepcopy(module).float().eval()
-    keys: dict[bytes, _Target] = {}
-    for name, sub in list(twin.named_modules()):
-        if not isinstance(sub, _QuantizedWeight):
-            continue
-        if not isinstance(sub, QuantLinear):
-            op = "Gather" if "Embedding" in type(sub).__name__ else "Conv"
-            raise Unsupported(
-                f"ONNX integer export: layer '{name}' is a quantized {type(sub).__name__} (ONNX operator "
-                f"{op}); only Linear layers (MatMul/Gemm) have integer kernels here. Quantize without "
-                "--embeddings or exclude that layer."
-            )
-        qt = sub.qweight
-        weight = qt.dequantize(torch.float32)
-        smooth = None if sub.input_smooth is None else sub.input_smooth.float()
-        if smooth is not None:  # the float twin computes (x * smooth) @ W^T as x @ (W * smooth)^T
-            weight = weight * smooth[None, :]
-        static = sub.input_scale is not None
-        linear = nn.Linear(sub.in_features, sub.out_features, bias=sub.bias is not None)
-        with torch.no_grad():
-            linear.weight.copy_(weight)
-            if sub.bias is not None:
-                linear.bias.copy_(sub.bias.float())
-        replace_module(twin, name, linear)
-        extra = {
-            "smooth": None if smooth is None else smooth.numpy(),
-            "input_scale": float(sub.input_scale) if static else None,
-            "input_zero": int(sub.input_zero) if static else None,
-        }
-        keys[weight.t().contiguous().numpy().tobytes()] = _Target(f"{name}.weight", qt, True, **extra)
-        keys.setdefault(weight.contiguous().numpy().tobytes(), _Target(f"{name}.weight", qt, False, **extra))
-    if not keys:
-        raise Unsupported("ONNX integer export: the model has no quantized Linear layer.")
-    return twin, keys
 
 
 class _Rewriter:
@@ -134,7 +84,7 @@ class _Rewriter:
             self.smoothed_inputs[key] = self.node("Mul", [x, self.const("smooth", smooth)])
         return self.smoothed_inputs[key]
 
-    def static_codes(self, x: str, target: _Target) -> str:
+    def static_codes(self, x: str, target: Target) -> str:
         """uint8 codes of `x` (smoothed first) with the layer's calibrated per-tensor range.
 
         The smoothing stays a Mul: folded into QuantizeLinear as a per-channel scale it would be
@@ -166,7 +116,7 @@ class _Rewriter:
             self.quantized_inputs[x] = (codes, scale)
         return self.quantized_inputs[x]
 
-    def matmul(self, x: str, target: _Target, output: str) -> None:
+    def matmul(self, x: str, target: Target, output: str) -> None:
         """Nodes computing x @ W^T from the stored integers into `output`."""
         import numpy as np
         from onnx import helper
@@ -216,7 +166,7 @@ class _Rewriter:
             )
         )
 
-    def static_matmul(self, x: str, target: _Target, output: str) -> None:
+    def static_matmul(self, x: str, target: Target, output: str) -> None:
         """x @ W^T from the stored int8 weight and the layer's calibrated input range."""
         import numpy as np
         from onnx import helper
@@ -248,67 +198,48 @@ class _Rewriter:
         )
 
 
-def rewrite_graph(
-    model, keys: dict[bytes, _Target], activations: str, used: set[str], form: str = "qoperator"
-):
-    """Replace the MatMul/Gemm nodes whose weight is a quantized layer's; returns the new ModelProto.
+def rewrite_graph(model, twin: Twin, activations: str, used: set[str], form: str = "qoperator"):
+    """Replace the MatMul/Gemm nodes whose weight is a quantized layer's, and the Gathers that read a
+    quantized embedding table; returns the new ModelProto.
 
     `used`: the weight names the forward pass reaches; each must be rewritten (others, such as BERT's
     pooler under last_hidden_state, are not in the graph at all)."""
     from onnx import helper, numpy_helper
 
+    from compress.onnx.embedding import gather_rows
+
     graph = model.graph
-    matched: dict[str, _Target] = {}
+    matched: dict[str, Target] = {}
+    tables: dict[str, Table] = {}
     for init in graph.initializer:
         if init.data_type == 1 and len(init.dims) == 2:  # float32 matrices only
-            target = keys.get(numpy_helper.to_array(init).tobytes())
-            if target is not None:
-                matched[init.name] = target
+            value = numpy_helper.to_array(init).tobytes()
+            if value in twin.linears:
+                matched[init.name] = twin.linears[value]
+            if value in twin.tables:
+                tables[init.name] = twin.tables[value]
     rewriter = _Rewriter(graph, activations, form)
     new_nodes, done = [], set()
     for node in graph.node:
-        weight = next((i for i in node.input if i in matched), None)
-        if weight is None:
-            new_nodes.append(node)
-            continue
-        target = matched[weight]
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        plain_matmul = node.op_type == "MatMul" and list(node.input).index(weight) == 1 and target.transposed
-        plain_gemm = (
-            node.op_type == "Gemm"
-            and node.input[1] == weight
-            and attrs.get("transB", 0) == 1
-            and attrs.get("transA", 0) == 0
-            and attrs.get("alpha", 1.0) == 1.0
-            and attrs.get("beta", 1.0) == 1.0
-            and not target.transposed
-        )
-        if not (plain_matmul or plain_gemm):
-            raise Unsupported(
-                f"ONNX integer export: the weight of '{target.name}' feeds a {node.op_type} node "
-                f"('{node.name}') that has no integer form here (need MatMul(x, W^T) or Gemm(x, W, "
-                "transB=1))."
-            )
         rewriter.nodes = []
-        if plain_gemm and len(node.input) > 2 and node.input[2]:
-            product = rewriter.fresh("product")
-            rewriter.matmul(node.input[0], target, product)
-            add = helper.make_node(
-                "Add", [product, node.input[2]], list(node.output), name=rewriter.fresh("a")
-            )
-            rewriter.nodes.append(add)
+        if node.op_type == "Gather" and node.input[0] in tables:
+            gather_rows(rewriter, tables[node.input[0]], node.input[1], node.output[0])
+            done.add(tables[node.input[0]].name)
+        elif any(i in matched for i in node.input):
+            weight = next(i for i in node.input if i in matched)
+            _rewrite_linear(rewriter, node, weight, matched[weight])
+            done.add(matched[weight].name)
         else:
-            rewriter.matmul(node.input[0], target, node.output[0])
+            rewriter.nodes = [node]
         new_nodes.extend(rewriter.nodes)
-        done.add(target.name)
     missing = sorted(used - done)
     if missing:
         raise Unsupported(
-            f"ONNX integer export: quantized weight '{missing[0]}' is used by the model but no MatMul/Gemm "
-            "in the exported graph holds it (the exporter folded it into another operator)."
+            f"ONNX integer export: quantized weight '{missing[0]}' is used by the model but no MatMul, Gemm "
+            "or Gather in the exported graph holds it (the exporter folded it into another operator)."
         )
     still_used = {i for n in new_nodes for i in n.input}
-    kept = [i for i in graph.initializer if i.name not in matched or i.name in still_used]
+    kept = [i for i in graph.initializer if i.name not in {*matched, *tables} or i.name in still_used]
     del graph.node[:]
     graph.node.extend(new_nodes)
     del graph.initializer[:]
@@ -318,25 +249,34 @@ def rewrite_graph(
     return model
 
 
-def layers_used(twin, sample: Any, names: set[str]) -> set[str]:
-    """Which of the Linear layers `names` (module names) the main output depends on (by autograd:
-    BERT's pooler runs in forward but last_hidden_state does not depend on it)."""
-    import torch
+def _rewrite_linear(rewriter: _Rewriter, node, weight: str, target: Target) -> None:
+    """The integer nodes for one MatMul(x, W^T) or Gemm(x, W, transB=1) reading quantized `weight`."""
+    from onnx import helper
 
-    from compress.eval.calls import call_module, main_output
-
-    ordered = sorted(names)
-    weights = [twin.get_submodule(n).weight for n in ordered]
-    for weight in weights:
-        weight.requires_grad_(True)
-    try:
-        with torch.inference_mode(False), torch.enable_grad():
-            output = main_output(call_module(twin, sample)).float()
-            grads = torch.autograd.grad(output.sum(), weights, allow_unused=True)
-    finally:
-        for weight in weights:
-            weight.requires_grad_(False)
-    return {n for n, g in zip(ordered, grads, strict=True) if g is not None}
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    plain_matmul = node.op_type == "MatMul" and list(node.input).index(weight) == 1 and target.transposed
+    plain_gemm = (
+        node.op_type == "Gemm"
+        and node.input[1] == weight
+        and attrs.get("transB", 0) == 1
+        and attrs.get("transA", 0) == 0
+        and attrs.get("alpha", 1.0) == 1.0
+        and attrs.get("beta", 1.0) == 1.0
+        and not target.transposed
+    )
+    if not (plain_matmul or plain_gemm):
+        raise Unsupported(
+            f"ONNX integer export: the weight of '{target.name}' feeds a {node.op_type} node "
+            f"('{node.name}') that has no integer form here (need MatMul(x, W^T) or Gemm(x, W, "
+            "transB=1))."
+        )
+    if plain_gemm and len(node.input) > 2 and node.input[2]:
+        product = rewriter.fresh("product")
+        rewriter.matmul(node.input[0], target, product)
+        add = helper.make_node("Add", [product, node.input[2]], list(node.output), name=rewriter.fresh("a"))
+        rewriter.nodes.append(add)
+    else:
+        rewriter.matmul(node.input[0], target, node.output[0])
 
 
 def export_integer_onnx(
@@ -352,13 +292,12 @@ def export_integer_onnx(
         raise Unsupported(f"ONNX integer export: unknown activations '{activations}'; valid: {ACTIVATIONS}.")
     if form not in FORMS:
         raise Unsupported(f"ONNX integer export: unknown form '{form}'; valid: {FORMS}.")
-    twin, keys = float_twin(module)
-    layers = {t.name.removesuffix(".weight") for t in keys.values()}
-    used = {f"{n}.weight" for n in layers_used(twin, sample, layers)}
+    twin = float_twin(module)
+    used = {f"{n}.weight" for n in layers_used(twin.module, sample, twin.layer_names())}
     with tempfile.TemporaryDirectory(prefix="compress-int-") as tmp:
-        exported = export_onnx(twin, sample, Path(tmp) / "float")
+        exported = export_onnx(twin.module, sample, Path(tmp) / "float")
         model = onnx.load(str(Path(tmp) / "float" / ONNX_NAME))
-    model = rewrite_graph(model, keys, activations, used, form)
+    model = rewrite_graph(model, twin, activations, used, form)
     with atomic_file(Path(out_path)) as staged:
         onnx.save_model(model, str(staged))
         os.chmod(staged, 0o644)  # readable like the checkpoint beside it (the temporary file is 0600)
@@ -387,10 +326,10 @@ def export_quantized_folder(
     cosine 0.9982. A real arithmetic error is far larger (8-bit weights saturating AVX2's kernel:
     0.966); single layers are checked for exact integer arithmetic in the tests.
     """
-    from compress.eval.runtimes import export_samples
     from compress.model import load
     from compress.onnx.check import check_export
     from compress.onnx.export import ONNX_NAME, supplied_onnx
+    from compress.onnx.samples import export_samples
 
     model = load(folder)
     if not model.runnable:

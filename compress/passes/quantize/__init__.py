@@ -62,14 +62,18 @@ class WeightEncoder:
             int4_cols_fit(cfg, names[0], shape)
         return scheme
 
-    def encode(self, weight, cfg: QuantizeConfig, scheme: str) -> QuantizedTensor:
+    def encode(self, weight, cfg: QuantizeConfig, scheme: str, name: str | None = None) -> QuantizedTensor:
+        """`name` names the weight in a refusal of NaN/Inf (see compress.finite)."""
         from compress.passes.quantize.datafree import quantize_int4_data_free
         from compress.passes.quantize.rtn import quantize_int8
 
+        allow = cfg.allow_nonfinite
         if scheme == "int8":
-            return quantize_int8(weight, getattr(cfg, "int8_bits", 8))
+            return quantize_int8(weight, getattr(cfg, "int8_bits", 8), name=name, allow_nonfinite=allow)
         method = cfg.method if cfg.method not in DATA_AWARE else "mse"
-        return quantize_int4_data_free(weight, cfg.group_size, cfg.symmetric, method)
+        return quantize_int4_data_free(
+            weight, cfg.group_size, cfg.symmetric, method, name=name, allow_nonfinite=allow
+        )
 
     def record(self, weight, qt: QuantizedTensor, cfg: QuantizeConfig, tied: list[str]) -> dict:
         """What the pass records about one quantized weight (Artifact.changes), whoever ran it."""
@@ -143,7 +147,7 @@ def _quantize_each(module, cfg: QuantizeConfig, groups, plans, changes, progress
         progress.start("quantizing", total=len(groups))
     for names in groups:
         weight = module.get_submodule(names[0]).weight.detach()
-        qt = ENCODER.encode(weight, cfg, plans[names[0]]["scheme"])
+        qt = ENCODER.encode(weight, cfg, plans[names[0]]["scheme"], name=f"{names[0]}.weight")
         for name in names:
             replace_module(module, name, quantized_module(module.get_submodule(name), qt))
             layer = module.get_submodule(name)

@@ -11,6 +11,7 @@ from torch import nn
 
 from compress.calibration import CalibrationData
 from compress.errors import BadInput
+from compress.finite import check_finite
 from compress.passes.quantize.blockwise import quantize_block
 from compress.passes.quantize.config import AwqConfig, GptqConfig
 
@@ -42,6 +43,9 @@ def quantize_blockwise(
         }
         if not mine:
             return
+        for rel in mine:  # before any statistics: one NaN/Inf would spread through the block's codes
+            weight = block.get_submodule(rel).weight
+            weight.data = check_finite(f"{prefix}{rel}.weight", weight.data, cfg.allow_nonfinite)
         for rel, layer in quantize_block(block, inputs, mine, cfg, fold_hints).items():
             full = prefix + rel
             replace_module(module, full, quantized_module(module.get_submodule(full), layer.tensor))

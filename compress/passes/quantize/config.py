@@ -90,6 +90,8 @@ class Int8Config(QuantizeConfig):
     weight_bits: 8 (codes -127..127) or 7 (-63..63). None: 7 with quantized activations, so ONNX
         Runtime's AVX2 u8 x s8 kernel (pairs of products added in int16) cannot saturate; else 8.
     calibration: this pass's calibration data (static activations, smoothing); None: the recipe's.
+    allow_nonfinite: quantize weights holding NaN or Inf (NaN as 0, Inf as the row's largest finite
+        magnitude) instead of refusing them.
     """
 
     label: ClassVar[str] = "scheme int8"
@@ -100,6 +102,7 @@ class Int8Config(QuantizeConfig):
     smooth: float | None = None
     weight_bits: Literal[7, 8] | None = None
     calibration: Calibration | None = None
+    allow_nonfinite: bool = False
 
     def validate(self) -> None:
         if self.smooth is not None and (self.activations == "none" or not 0 <= self.smooth < 1):
@@ -143,6 +146,8 @@ class Int4Config(QuantizeConfig):
     group_size: a power of two >= 16 that divides each targeted row (ONNX Runtime's kernels need it).
     symmetric: an implicit zero point (True) or a stored one per group (False).
     keep_int8: layer-name globs kept at INT8 (per channel): mixed precision.
+    allow_nonfinite: quantize weights holding NaN or Inf (NaN as 0, Inf as the row's largest finite
+        magnitude) instead of refusing them.
     """
 
     label: ClassVar[str] = "scheme int4 (methods rtn, mse, hqq)"
@@ -151,6 +156,7 @@ class Int4Config(QuantizeConfig):
     group_size: int = 128
     symmetric: bool = True
     keep_int8: tuple[str, ...] = ()
+    allow_nonfinite: bool = False
 
     def validate(self) -> None:
         g = self.group_size

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from compress.finite import check_finite
 from compress.formats.quantized import QuantizedTensor
 from compress.passes.quantize.clipping import clip_search
 from compress.passes.quantize.hqq import hqq_params
@@ -32,9 +33,16 @@ def group_params(groups: torch.Tensor, symmetric: bool, method: str) -> tuple[to
 
 @on_one_thread
 def quantize_int4_data_free(
-    weight: torch.Tensor, group_size: int, symmetric: bool, method: str
+    weight: torch.Tensor,
+    group_size: int,
+    symmetric: bool,
+    method: str,
+    *,
+    name: str | None = None,
+    allow_nonfinite: bool = False,
 ) -> QuantizedTensor:
-    w2d = as_matrix(weight)
+    """NaN/Inf weights are refused with `name` (see compress.finite), or saturated with `allow_nonfinite`."""
+    w2d = as_matrix(check_finite(name, weight, allow_nonfinite))
     rows, cols = w2d.shape
     codes, scales, zeros = [], [], []
     for start in range(0, rows, CHUNK_ROWS):

@@ -10,6 +10,7 @@ import math
 
 import torch
 
+from compress.finite import check_finite
 from compress.formats.quantized import INT4_SYMMETRIC_ZERO, QuantizedTensor, pack_int4
 
 
@@ -20,13 +21,20 @@ def as_matrix(w: torch.Tensor) -> torch.Tensor:
 
 def int8_scale(w2d: torch.Tensor, qmax: int = 127) -> torch.Tensor:
     """Per-row symmetric scale so the largest magnitude maps to `qmax`."""
+    if w2d.shape[1] == 0:  # rows of no columns: any scale decodes them
+        return torch.ones(w2d.shape[0], dtype=torch.float32)
     return (w2d.abs().amax(dim=1) / qmax).clamp(min=torch.finfo(torch.float32).tiny)
 
 
-def quantize_int8(w: torch.Tensor, bits: int = 8) -> QuantizedTensor:
-    """Symmetric per-row codes; bits=7 limits them to -63..63 (stored as int8 all the same)."""
+def quantize_int8(
+    w: torch.Tensor, bits: int = 8, *, name: str | None = None, allow_nonfinite: bool = False
+) -> QuantizedTensor:
+    """Symmetric per-row codes; bits=7 limits them to -63..63 (stored as int8 all the same).
+
+    NaN/Inf weights are refused with `name` (see compress.finite), or saturated with `allow_nonfinite`.
+    """
     qmax = 2 ** (bits - 1) - 1
-    w2d = as_matrix(w)
+    w2d = as_matrix(check_finite(name, w, allow_nonfinite))
     scale = int8_scale(w2d, qmax)
     q = torch.round(w2d / scale[:, None]).clamp_(-qmax, qmax).to(torch.int8)
     return QuantizedTensor("int8", q, scale, None, tuple(w.shape), w.dtype)
@@ -79,8 +87,15 @@ def pack_int4_tensor(
     )
 
 
-def quantize_int4(w: torch.Tensor, group_size: int, symmetric: bool) -> QuantizedTensor:
-    w2d = as_matrix(w)
+def quantize_int4(
+    w: torch.Tensor,
+    group_size: int,
+    symmetric: bool,
+    *,
+    name: str | None = None,
+    allow_nonfinite: bool = False,
+) -> QuantizedTensor:
+    w2d = as_matrix(check_finite(name, w, allow_nonfinite))
     rows, cols = w2d.shape
     groups = w2d.reshape(rows, cols // group_size, group_size)
     scale, zero = int4_params(groups, symmetric)
