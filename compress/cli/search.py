@@ -75,12 +75,12 @@ def search_command(source: str, **opts) -> None:
     quiet = opts["quiet"]
     try:
         result = execute(plan, make_progress(quiet), None if quiet else _trial_line)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: the exit code is handle_errors'
         stderr.print(
-            f"[yellow]interrupted[/]: the finished trials are kept in {plan.folder}; "
-            "continue with the same command and --resume."
+            f"the finished trials are kept in {plan.folder}; continue with the same command and --resume.",
+            soft_wrap=True,
         )
-        sys.exit(130)
+        raise
     if not quiet:
         stderr.print(result.to_markdown(), soft_wrap=True)
         stderr.print(f"wrote [bold]{plan.folder}[/] (front.md, front.json, pareto.png, trials/)")

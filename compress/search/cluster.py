@@ -181,9 +181,11 @@ class Pool:
         self.info[id(handle)] = info
         return info
 
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.ray.get([a.close.remote() for a in self.actors], timeout=60)
+    def close(self, graceful: bool = True) -> None:
+        """Stop the workers; `graceful`: first let each remove the files shipped to its node."""
+        if graceful:
+            with contextlib.suppress(Exception):
+                self.ray.get([a.close.remote() for a in self.actors], timeout=60)
         for handle in self.actors:
             with contextlib.suppress(Exception):
                 self.ray.kill(handle)

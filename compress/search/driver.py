@@ -118,10 +118,13 @@ def _run(plan: Plan, study: Any, ray_session: Any, progress: Any, on_trial: Any)
             evaluation=plan.evaluation,
             gate=(Rule(metric="accuracy.retention", min=plan.floor),),
             sensitive=sensitive,
+            export=plan.export,
         )
         Loop(plan, study, pool, ctx, progress, on_trial).run()
-    finally:
-        pool.close()
+    except BaseException:
+        pool.close(graceful=False)  # interrupted: do not wait for the trials still running
+        raise
+    pool.close()
 
 
 def _sensitivity(plan: Plan, pool: Any) -> tuple[str, ...]:

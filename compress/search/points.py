@@ -23,13 +23,14 @@ from compress.search.variants import Choice, Range, Variant, build
 @dataclass(frozen=True)
 class Context:
     """What a trial's recipe takes besides the point: the teacher of a distillation step (the model
-    searched), the Linear layers ranked by sensitivity (most sensitive first), the evaluation and
-    the gate every trial gets."""
+    searched), the Linear layers ranked by sensitivity (most sensitive first), and the evaluation,
+    gate and export steps every trial gets."""
 
     teacher: str
     evaluation: Evaluation
     gate: tuple[Rule, ...] = ()
     sensitive: tuple[str, ...] = ()
+    export: tuple[Any, ...] = ()  # compress.exporters.ExportConfig
 
 
 class Fixed:
@@ -73,6 +74,7 @@ def recipe_of(space: SearchSpace, trial: Any, ctx: Context, name: str = "") -> R
         passes=passes,
         evaluation=ctx.evaluation,
         calibration=space.calibration,
+        export=list(ctx.export),
         gate=list(ctx.gate),
         name=name,
     )

@@ -75,6 +75,10 @@ class Plan:
     def latency(self) -> tuple[str, str]:
         return self.evaluation.devices[0], self.evaluation.runtimes[0]
 
+    @property
+    def export(self) -> tuple[Any, ...]:
+        return export_steps(self.evaluation)
+
 
 def prepare(
     model: Any,
@@ -112,6 +116,11 @@ def prepare(
         check_address(address)
     sha = sha256_file(source)
     seeds, notes = seed_points(space, Context(teacher=str(source), evaluation=evaluation))
+    if "onnxruntime" in evaluation.runtimes:
+        notes.append(
+            "every trial exports its model to ONNX (model.onnx), which ONNX Runtime times, as the shipped "
+            "int8-dynamic recipe does; seed recipes run with the search's export steps and evaluation"
+        )
     settings = {
         "model": str(source),
         "model_sha256": sha,
@@ -224,3 +233,13 @@ def seed_points(space: SearchSpace, ctx: Any) -> tuple[list[tuple[str, dict]], l
         except BadInput as exc:
             notes.append(f"seed {path.name} left out: {exc}")
     return points, notes
+
+
+def export_steps(evaluation: Evaluation) -> tuple[Any, ...]:
+    """The export steps every trial gets: ONNX when ONNX Runtime times them, so the graph timed is the
+    one a user would deploy (integer kernels for quantized activations), as the shipped recipes do."""
+    from compress.exporters import export_config_from_dict
+
+    if "onnxruntime" in evaluation.runtimes:
+        return (export_config_from_dict({"format": "onnx"}, "export"),)
+    return ()
