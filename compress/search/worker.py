@@ -131,9 +131,9 @@ class TrialWorker:
     def _localize(self, shipped: list[Any]) -> dict[str, str]:
         """Driver paths -> paths on this node: the same on the driver's node, else the shipped copies."""
         s = self.setup
-        if s.driver_node and node_id() == s.driver_node:
-            return {}
         files = shipped[0]
+        if files is None or (s.driver_node and node_id() == s.driver_node):
+            return {}  # nothing shipped (Ray started here, one node), or the driver's node: read in place
         if not isinstance(files, dict):  # an ObjectRef: fetched once per node into its object store
             import ray
 
