@@ -25,17 +25,24 @@ class OnnxExportConfig(ExportConfig):
 
 
 def check(passes: list[Any], cfg: OnnxExportConfig) -> None:
-    """Refuse INT8 weight-only: ONNX Runtime has no kernel for it faster than float."""
-    last = next((p for p in reversed(passes) if p.kind == "quantize"), None)
-    if (
-        last is not None
-        and getattr(last, "scheme", None) == "int8"
-        and getattr(last, "activations", "none") == "none"
-    ):
-        raise BadInput(
-            "export onnx with int8 needs activations dynamic or static: weight-only INT8 has no "
-            "ONNX Runtime kernel faster than float."
-        )
+    """Refuse INT8 weight-only Linear layers (ONNX Runtime has no kernel for them faster than float):
+    a weight-only INT8 pass on Linear layers, or the layers an INT4 pass keeps at INT8. INT8
+    embedding tables are fine (their codes are gathered, then rescaled)."""
+    for p in passes:
+        if p.kind != "quantize":
+            continue
+        targets = getattr(p, "targets", None)
+        linear = targets is None or "linear" in targets.types
+        if getattr(p, "scheme", None) == "int8" and getattr(p, "activations", "none") == "none" and linear:
+            raise BadInput(
+                "export onnx with int8 needs activations dynamic or static: weight-only INT8 has no "
+                "ONNX Runtime kernel faster than float."
+            )
+        if getattr(p, "keep_int8", ()):
+            raise BadInput(
+                "export onnx: the layers an INT4 pass keeps at INT8 (keep_int8) would be weight-only INT8, "
+                "which has no ONNX Runtime kernel faster than float."
+            )
 
 
 def export(folder: Path, cfg: OnnxExportConfig, progress=None) -> list[Path]:

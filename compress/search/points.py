@@ -74,12 +74,29 @@ def recipe_of(space: SearchSpace, trial: Any, ctx: Context, name: str = "") -> R
         passes=passes,
         evaluation=ctx.evaluation,
         calibration=space.calibration,
-        export=list(ctx.export),
+        export=exportable(passes, ctx.export),
         gate=list(ctx.gate),
         name=name,
     )
     recipe.check_order()
     return recipe
+
+
+def exportable(passes: list[PassConfig], steps: tuple[Any, ...]) -> list[Any]:
+    """The export steps whose format takes these passes. A trial its format refuses (weight-only INT8
+    for ONNX) is timed on the evaluator's own export, as `compress run` of its passes alone would be."""
+    from compress.exporters import get_exporter
+
+    kept = []
+    for step in steps:
+        spec = get_exporter(step.format)
+        try:
+            if spec.check is not None:
+                spec.check(list(passes), step)
+        except BadInput:
+            continue
+        kept.append(step)
+    return kept
 
 
 def _choose(space: SearchSpace, trial: Any, kind: str) -> tuple[str, dict[str, Any]] | None:
