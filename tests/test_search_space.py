@@ -291,3 +291,23 @@ def test_resume_refuses_a_folder_without_a_search_or_with_another_one(tmp_path, 
     assert result.exit_code == 2 and "started with a different model sha256" in result.stderr
     result = _cli(args)
     assert result.exit_code == 2 and "holds a search already; continue it with --resume" in result.stderr
+
+
+def test_trials_export_onnx_only_when_the_exporter_takes_their_passes():
+    from compress.exporters import export_config_from_dict
+    from compress.search.setup import export_steps
+
+    space = SearchSpace.loads(NO_SEEDS, "space.yaml")
+    ort = Evaluation(devices=("cpu",), runtimes=("onnxruntime",))
+    ctx = Context(teacher="t", evaluation=ort, sensitive=("a", "b"), export=export_steps(ort))
+    assert export_steps(Evaluation(runtimes=("torch",))) == ()
+    onnx = export_config_from_dict({"format": "onnx"}, "export")
+    point = {"prune": "off", "quantize": "int8", "quantize.int8.layers": 0, "quantize.embeddings": "same"}
+    assert recipe_of(space, Fixed(point), ctx).export == []  # weight-only INT8: timed on the float export
+    dynamic = SearchSpace.loads(
+        NO_SEEDS.replace("int8: {scheme: int8}", "int8: {scheme: int8, activations: dynamic}")
+    )
+    assert recipe_of(dynamic, Fixed(point), ctx).export == [onnx]
+    int4 = {**point, "quantize": "int4", "quantize.int4.group_size": 16, "quantize.int4.symmetric": True}
+    assert recipe_of(space, Fixed({**int4, "quantize.int4.layers": 0}), ctx).export == [onnx]
+    assert recipe_of(space, Fixed({**int4, "quantize.int4.layers": 2}), ctx).export == []  # INT8 layers kept

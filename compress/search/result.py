@@ -32,6 +32,23 @@ class Trial:
     recipe: Any = None  # compress.recipe.Recipe, as it ran
     report: Any = None  # compress.report.Report
 
+    def __repr__(self) -> str:
+        what = describe_passes(self.recipe) or "no recipe"
+        if self.report is None:
+            return f"Trial({self.number}, {self.name}: {what}, {self.state})"
+        r = self.report
+        return (
+            f"Trial({self.number}, {self.name}: {what}; size ratio {r.size.get('ratio')}, "
+            f"retention {r.accuracy.retention})"
+        )
+
+    def _repr_html_(self) -> str:
+        import html
+
+        passes = html.escape(describe_passes(self.recipe))
+        head = f"<b>trial {self.number}: {html.escape(self.name)}</b> ({passes})"
+        return f"<div>{head}{self.report._repr_html_() if self.report is not None else ''}</div>"
+
 
 @dataclass
 class SearchResult:
