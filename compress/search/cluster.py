@@ -131,14 +131,17 @@ def _describe(ray, started: bool, address: str) -> Session:
     return Session(started, int(resources.get("CPU", 1)), float(resources.get("memory", 0)), address)
 
 
-def plan_workers(session: Session, model_bytes: int, workers: int | None) -> tuple[int, int, float]:
-    """(workers, CPUs each, memory each): as asked, else as many as the CPUs and memory allow."""
+def plan_workers(
+    session: Session, model_bytes: int, workers: int | None, threads: int
+) -> tuple[int, int, float]:
+    """(workers, CPUs each, memory each): `threads` CPUs per worker (the threads a trial is timed
+    with), as many workers as asked, else as many as the CPUs and memory allow."""
     need = WORKER_MEMORY_FLOOR + MODEL_COPIES * model_bytes
     fit = max(1, int(session.memory // need)) if session.memory else session.cpus
-    count = workers or max(1, min(session.cpus, fit))
+    count = workers or max(1, min(session.cpus // threads, fit))
     if workers is not None and workers < 1:
         raise BadInput(f"--workers {workers}: need at least one worker.")
-    return count, max(1, session.cpus // count), need
+    return count, threads, need
 
 
 class Pool:

@@ -100,7 +100,8 @@ def _run(plan: Plan, study: Any, ray_session: Any, progress: Any, on_trial: Any)
     from compress.search.points import Context
     from compress.search.worker import Setup, node_id, payload
 
-    count, cpus, memory = cluster.plan_workers(ray_session, plan.source.stat().st_size, plan.workers)
+    threads = plan.evaluation.latency.threads or 1
+    count, cpus, memory = cluster.plan_workers(ray_session, plan.source.stat().st_size, plan.workers, threads)
     data = tuple(_data_files(plan))
     ray = cluster.ray_module()
     shipped = None if ray_session.started else ray.put(payload(plan.source, data))  # one node: no copy

@@ -196,17 +196,19 @@ def _source(model: Any) -> Path:
 
 
 def _evaluation(evaluation: Any) -> Evaluation:
+    """The evaluation every trial gets (default: CPU, torch), timed on a fixed number of threads (1
+    unless it says): each worker gets that many CPUs, and the chosen recipe re-runs timed alike."""
     if evaluation is None:
-        return Evaluation(devices=("cpu",))
-    if isinstance(evaluation, Evaluation):
-        result = evaluation
+        evaluation = Evaluation(devices=("cpu",))
     elif isinstance(evaluation, dict):
-        result = Evaluation.from_dict(evaluation, "evaluation")
-    else:
+        evaluation = Evaluation.from_dict(evaluation, "evaluation")
+    elif not isinstance(evaluation, Evaluation):
         raise BadInput(f"search: evaluation is an Evaluation or a dict, got {type(evaluation).__name__}.")
-    if not result.devices or not result.runtimes:
+    if not evaluation.devices or not evaluation.runtimes:
         raise BadInput("search: the evaluation needs a device and a runtime to time (e.g. cpu, torch).")
-    return result
+    if evaluation.latency.threads is None:
+        evaluation = evaluation.replace(latency=evaluation.latency.replace(threads=1))
+    return evaluation
 
 
 def _history(history: Any):
