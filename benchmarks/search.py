@@ -133,7 +133,7 @@ def render(data: dict) -> str:
         f"all-MiniLM-L6-v2 (float32, 90.9 MB). `compress search --min-retention 0.99 --objective both "
         f"--runtime onnxruntime --limit {LIMIT} --budget {BUDGET_S} --trials {TRIALS} --workers 2`, default "
         "space (recipes/search/default.yaml): prune (FFN neurons 10-50% or attention heads 25/50%, "
-        "activation-aware) then optionally 40 steps of distillation from the original on wiki-train, then "
+        "activation-aware) then optionally 30 steps of distillation from the original on wiki-train, then "
         "INT8 (weight-only, dynamic or static activations, SmoothQuant) or INT4 (rtn/mse/hqq/gptq/awq, "
         "groups 32/64/128), embeddings float/as the layers/INT8, 0/2/4/8 most sensitive layers kept at "
         "higher precision. The six shipped recipes are the first six trials (seeds), measured in the same "
