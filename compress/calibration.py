@@ -172,6 +172,19 @@ def check_source(settings: Calibration) -> None:
         raise BadInput(f"calibration.data: {name}: no such file (built-in texts: {known}).")
 
 
+def _inputs_of(arrays: dict, path: Path) -> tuple[dict, list[str]]:
+    """An evaluation file of inputs and labels (x and y, as compress.eval.data.load_arrays reads it)
+    calibrates on its inputs alone: labels are not an input of the model. Other files are as given."""
+    from compress.eval.data import INPUT_KEYS, LABEL_KEYS
+
+    inputs = next((k for k in INPUT_KEYS if k in arrays), None)
+    labels = [k for k in arrays if k in LABEL_KEYS]
+    if inputs is None or not labels:
+        return arrays, []
+    note = f"{path}: calibrates on its inputs '{inputs}' ({', '.join(labels)}: labels, not model inputs)"
+    return {inputs: arrays[inputs]}, [note]
+
+
 def _from_npz(path: Path, n_samples: int, seed: int) -> CalibrationData:
     import numpy as np
     import torch
@@ -185,6 +198,7 @@ def _from_npz(path: Path, n_samples: int, seed: int) -> CalibrationData:
             arrays = {name: archive[name] for name in archive.files}
     except (ValueError, OSError, EOFError) as exc:
         raise BadInput(f"{path}: is not a readable .npz file ({exc}).") from None
+    arrays, labelled = _inputs_of(arrays, path)
     lengths = {name: (len(a) if a.ndim else 0) for name, a in arrays.items()}
     if any(n == 0 for n in lengths.values()):
         empty = next(name for name, n in lengths.items() if n == 0)
@@ -204,7 +218,9 @@ def _from_npz(path: Path, n_samples: int, seed: int) -> CalibrationData:
         samples: list[Any] = [take(only, i) for i in order]
     else:
         samples = [{name: take(a, i) for name, a in arrays.items()} for i in order]
-    notes = [] if count >= n_samples else [f"{path} has {count} samples, fewer than {n_samples} asked"]
+    notes = labelled + (
+        [] if count >= n_samples else [f"{path} has {count} samples, fewer than {n_samples} asked"]
+    )
     first = next(iter(arrays.values()))
     tokens = first.ndim == 2 and first.dtype.kind in "iu"  # token ids: [samples, seq_len]
     return CalibrationData(str(path), samples, int(first.shape[1]) if tokens else None, seed, notes)

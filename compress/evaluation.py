@@ -8,6 +8,7 @@ the evaluation's .npz. Passes that add a section to the report (distillation) do
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from compress.registry import get_pass
@@ -27,10 +28,13 @@ def evaluate_and_gate(
         (hook(c) for c in reversed(plan.recipe.passes) if (hook := get_pass(c.kind).baseline) is not None),
         source,
     )
+    if plan.recipe.model is not None:  # checkpoints of the user's own class (--module) load into it
+        candidate, baseline, source = (_into_class(plan, m) for m in (candidate, baseline, source))
     if inputs is None:
         inputs = sample_inputs(result, e.latency.batch_size)
     arguments = e.arguments() | ({"task": task} if task is not None else {})
     report = evaluate(candidate, baseline, **arguments, inputs=inputs, progress=progress, history=None)
+    report.notes += change_notes(result.artifact.changes if result.artifact is not None else {})
     for cfg in plan.recipe.passes:
         annotate = getattr(get_pass(cfg.kind), "annotate_report", None)
         if annotate is not None:
@@ -39,6 +43,30 @@ def evaluate_and_gate(
     _gate(result, history)
     if history is not None:
         history.append(report, command=command, model=plan.source_sha256 or None, verdict=result.verdict)
+
+
+def _into_class(plan, model: Any) -> Any:
+    """A checkpoint path, or a result saved to one, loaded into the recipe's class (--module)."""
+    from compress.artifact import Artifact
+
+    if isinstance(model, Artifact) and model.path is not None:
+        return plan.load_model(model.path)
+    return plan.load_model(model) if isinstance(model, str | os.PathLike) else model
+
+
+def change_notes(changes: dict[str, dict], shown: int = 4) -> list[str]:
+    """One line per distinct note the passes recorded on the tensors they changed or left (why
+    structured pruning kept a layer's outputs), naming the layers it applies to:
+    "conv3, fc: output channels kept (a model output)"."""
+    by_note: dict[str, list[str]] = {}
+    for name, change in sorted(changes.items()):
+        if change.get("note"):
+            by_note.setdefault(change["note"], []).append(name.removesuffix(".weight"))
+    lines = []
+    for note, layers in by_note.items():
+        more = f" and {len(layers) - shown} more" if len(layers) > shown else ""
+        lines.append(f"{', '.join(layers[:shown])}{more}: {note}")
+    return lines
 
 
 def _gate(result, history: Any) -> None:

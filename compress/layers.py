@@ -40,28 +40,30 @@ def select_module_layers(module, targets: Targets, where: str) -> list[list[str]
     return [names for names in weight_groups(module).values() if all(n in chosen for n in names)]
 
 
-def checkpoint_layers(file: SafetensorsFile) -> list[Layer]:
-    """Candidate layers of a checkpoint, typed from its architecture when a config is beside it.
-
-    The architecture is built on the meta device: its structure, no memory and no weights.
-    Without a config every floating tensor of two or more dimensions is a candidate of unknown type;
-    an empty one (a zero-size dimension) is not: there is nothing in it to compress.
+def checkpoint_layers(file: SafetensorsFile, skeleton=None) -> list[Layer]:
+    """Candidate layers of a checkpoint, typed from its architecture: `skeleton` (the module it loads
+    into, --module), else the one its config names (built on the meta device: its structure, no
+    memory and no weights). Without either, every floating tensor of two or more dimensions is a
+    candidate of unknown type; an empty one (a zero-size dimension) is not: there is nothing in it
+    to compress.
     """
-    config = load_config(file.path.parent)
-    if config is None:
-        return [
-            Layer(name=n.removesuffix(".weight"), type=None, weight=n)
-            for n, info in file.tensors.items()
-            if info.is_float and len(info.shape) >= 2 and info.numel > 0
-        ]
-    import torch
+    config = None
+    if skeleton is None:
+        config = load_config(file.path.parent)
+        if config is None:
+            return [
+                Layer(name=n.removesuffix(".weight"), type=None, weight=n)
+                for n, info in file.tensors.items()
+                if info.is_float and len(info.shape) >= 2 and info.numel > 0
+            ]
+        import torch
 
-    cls = architecture_class(config)
-    with torch.device("meta"):
-        skeleton = cls(config)
-    to_module = align_names(file.names(), set(skeleton.state_dict()), getattr(cls, "base_model_prefix", ""))
+        with torch.device("meta"):
+            skeleton = architecture_class(config)(config)
+    prefix = getattr(skeleton, "base_model_prefix", "")
+    to_module = align_names(file.names(), set(skeleton.state_dict()), prefix)
     to_file = {v: k for k, v in to_module.items()}
-    for target, source in tied_weights(skeleton, config):
+    for target, source in tied_weights(skeleton, config) if config is not None else []:
         if target not in to_file and source in to_file:
             to_file[target] = to_file[source]
     layers = []
@@ -73,9 +75,12 @@ def checkpoint_layers(file: SafetensorsFile) -> list[Layer]:
     return layers
 
 
-def select_checkpoint_tensors(file: SafetensorsFile, targets: Targets, where: str) -> dict[str, str | None]:
-    """Stored weight name -> layer type, for the weights all of whose owners are targeted."""
-    layers = checkpoint_layers(file)
+def select_checkpoint_tensors(
+    file: SafetensorsFile, targets: Targets, where: str, skeleton=None
+) -> dict[str, str | None]:
+    """Stored weight name -> layer type, for the weights all of whose owners are targeted
+    (`skeleton`: the module the checkpoint loads into, when it is the user's own class)."""
+    layers = checkpoint_layers(file, skeleton)
     chosen = {(layer.name, layer.weight) for layer in targets.select(layers, where)}
     owners: dict[str, list[Layer]] = defaultdict(list)
     for layer in layers:

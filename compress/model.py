@@ -52,6 +52,7 @@ class Model:
     compression: CompressionInfo | None = None
     notes: list[str] = field(default_factory=list)
     backend: dict | None = None  # the tool that made an ONNX-only model (compress.backends), if any
+    spec: Any | None = None  # compress.usermodule.ModelSpec the module was built from (--module), if any
 
     @property
     def onnx_only(self) -> bool:

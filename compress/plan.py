@@ -65,6 +65,15 @@ class Plan:
     data: CalibrationData | None = None  # samples given in memory: every pass that takes data uses them
     notes: list[str] = field(default_factory=list)
 
+    def load_model(self, path: Path, progress=None) -> Any:
+        """A checkpoint of this run as a Model: built as the recipe's `model` section says (--module),
+        else as compress.load builds it (its config.json's architecture, or tensors only)."""
+        from compress.model import load
+
+        if self.recipe.model is not None:
+            return self.recipe.model.load(path, progress=progress)
+        return load(path, progress=progress)
+
     def rows(self) -> list[tuple[str, str, str, str, str]]:
         """(#, pass, settings, data, cache) for a table."""
         out = []
@@ -102,7 +111,7 @@ def plan_run(
     recipe.check_order()
     if not recipe.passes:
         raise BadInput("the recipe has no passes.")
-    weights, model = _source(source)
+    weights, model, recipe = _source(source, recipe)
     samples = None
     if isinstance(data, str | Path):
         recipe = _with_data(recipe, str(data))
@@ -116,12 +125,12 @@ def plan_run(
         check_output_folder(out, weights)
     digest = sha256_file(weights) if weights is not None else _model_digest(model)
     root = _cache_root(cache) if weights is not None and samples is None else None
-    key = digest
+    key = _input_key(digest, recipe)
     for step in steps:
         key = step_key(key, step.config, _data_digest(step, recipe) if root else None)
         step.key = key
         step.folder = root / key if root else None
-    _choose_roads(steps, out, from_file=weights is not None)
+    _choose_roads(steps, out, recipe.model, from_file=weights is not None)
     return Plan(recipe, weights, model, digest, out, steps, samples)
 
 
@@ -173,16 +182,34 @@ def default_output_dir(source: str | Path, label: str) -> Path:
     return folder.parent / f"{folder.name}-{label}"
 
 
-def _source(source: Any) -> tuple[Path | None, Any]:
-    """(checkpoint file, None) for a path; (None or its file, Model) for a model in memory."""
+def _source(source: Any, recipe: Recipe) -> tuple[Path | None, Any, Recipe]:
+    """(checkpoint file, None) for a path; (None, Model) for a model in memory; with the recipe,
+    whose `model` section says how a model in memory was built from its checkpoint (--module)."""
     from compress.model import Model, load, resolve_checkpoint
 
     if isinstance(source, str | os.PathLike):
-        return resolve_checkpoint(source), None
+        return resolve_checkpoint(source), None, recipe
     model = load(source)  # a torch.nn.Module becomes a Model; a Model is taken as it is
     if not isinstance(model, Model) or not model.runnable:
         raise BadInput("the model given has no architecture to run passes on.")
-    return None, model
+    if recipe.model is not None and recipe.model != model.spec:
+        raise BadInput(
+            f"the recipe builds its model as {recipe.model.describe()}, but the model given in memory "
+            f"was {'built otherwise' if model.spec is None else 'built as ' + model.spec.describe()}; "
+            "give the checkpoint's path, or a model built as the recipe says."
+        )
+    return None, model, recipe.replace(model=model.spec)
+
+
+def _input_key(digest: str, recipe: Recipe) -> str:
+    """The start of the step keys: the input's hash, and the class it is loaded into (with the hash
+    of the file that defines it) when the recipe names one."""
+    if recipe.model is None:
+        return digest
+    from compress.history import canonical_sha256
+
+    spec = recipe.model
+    return canonical_sha256({"input": digest, "model": spec.to_dict(), "code": spec.code_sha256()})
 
 
 def _step(index: int, cfg: PassConfig, recipe: Recipe, samples: CalibrationData | None) -> Step:
@@ -204,13 +231,14 @@ def _check(recipe: Recipe, steps: list[Step], weights: Path | None, samples: Cal
     from compress.layers import select_checkpoint_tensors
 
     if weights is not None:
+        skeleton = _check_model(recipe, weights)
         file = SafetensorsFile(weights)
         quantized: dict[str, int] = {}
         for i, cfg in enumerate(recipe.passes):  # a target that matches nothing fails now, not after hours
             targets = getattr(cfg, "targets", None)
             if not isinstance(targets, Targets):
                 continue
-            selected = select_checkpoint_tensors(file, targets, f"passes[{i}] ({cfg.kind})")
+            selected = select_checkpoint_tensors(file, targets, f"passes[{i}] ({cfg.kind})", skeleton)
             if cfg.kind == "quantize":
                 _check_quantized_once(i, selected, quantized)
     for step in steps:
@@ -226,6 +254,25 @@ def _check(recipe: Recipe, steps: list[Step], weights: Path | None, samples: Cal
             spec.check(list(recipe.passes), cfg)
 
 
+def _check_model(recipe: Recipe, weights: Path) -> Any | None:
+    """The module the recipe's `model` section builds, checked against the checkpoint (names and
+    shapes); None without one. A checkpoint that cannot run (no config.json, no model section) is
+    refused when the evaluation asks for a task or data that only a running model can give."""
+    from compress.model import load_config
+
+    if recipe.model is not None:
+        return recipe.model.check_fits(weights)
+    e = recipe.evaluation
+    asked = ([f"task '{e.task}'"] if e.task != "auto" else []) + ([f"data '{e.data}'"] if e.data else [])
+    if asked and load_config(weights.parent) is None:
+        raise BadInput(
+            f"{weights}: has no config.json beside it and no class to load it into, so it cannot run and "
+            f"the evaluation's {' and '.join(asked)} cannot apply; name its class with --module "
+            "FILE.py:ClassName (a recipe's model section), or leave them out."
+        )
+    return None
+
+
 def _check_quantized_once(index: int, selected: dict, quantized: dict[str, int]) -> None:
     """Two quantize passes may split a model's layers (INT4 Linear, INT8 embeddings), not share one."""
     for name in selected:
@@ -237,13 +284,19 @@ def _check_quantized_once(index: int, selected: dict, quantized: dict[str, int])
         quantized[name] = index
 
 
-def _choose_roads(steps: list[Step], output: Path | None, from_file: bool = True) -> None:
-    """Stream or hand over the first pass of a checkpoint where it can write its result to a folder
-    (a model given in memory has no file to stream from: its passes run in memory)."""
+def _choose_roads(steps: list[Step], output: Path | None, model: Any = None, from_file: bool = True) -> None:
+    """Stream or hand over the first pass of a checkpoint where it can write its result to a folder.
+    A checkpoint loaded into the user's class (`model`) runs in memory: the class says which weights
+    are Linear layers, which the file alone cannot; so does a model given in memory (no file)."""
     first = steps[0]
     spec = get_pass(first.config.kind)
     has_folder = from_file and (first.folder is not None or (len(steps) == 1 and output is not None))
     if getattr(first.config, "backend", "compress") != "compress":
+        if model is not None:
+            raise BadInput(
+                f"{first.config.kind}.backend {first.config.backend}: works on a transformers checkpoint "
+                "(config.json), not on a model built from your own class; use backend compress."
+            )
         if len(steps) > 1:
             raise BadInput(
                 f"{first.config.kind}.backend {first.config.backend}: runs as a recipe's only pass (it "
@@ -251,7 +304,8 @@ def _choose_roads(steps: list[Step], output: Path | None, from_file: bool = True
             )
         first.road = "external" if from_file else "memory"  # in memory, the pass says it needs a file
     elif (
-        spec.stream is not None
+        model is None
+        and spec.stream is not None
         and spec.stream.can_stream(first.config)
         and not first.takes_data
         and has_folder

@@ -8,6 +8,7 @@ A recipe file is YAML:
       - {kind: quantize, scheme: int8, activations: dynamic, targets: {types: [linear, embedding]}}
     calibration: {data: wiki-train, samples: 128}      # for passes that use data (optional)
     export: [{format: onnx}]                           # files a runtime loads (optional)
+    model: {module: cnn.py:DigitsCNN, args: {width: 16}}  # a checkpoint without config.json (optional)
     evaluate: {task: auto, devices: [cpu], runtimes: [torch, onnxruntime], latency: {budget_s: 60}}
     gate:
       - {metric: accuracy.retention, min: 0.99}
@@ -34,10 +35,11 @@ from compress.eval.tasks import TaskOptions
 from compress.exporters import ExportConfig, export_config_from_dict
 from compress.gate import Rule
 from compress.registry import available_passes, broken_passes, config_from_dict
+from compress.usermodule import ModelSpec
 from compress.yamlfile import Located, load_yaml, load_yaml_file
 
 RECIPE_VERSION = 1
-TOP_KEYS = ("version", "name", "description", "passes", "calibration", "export", "evaluate", "gate")
+TOP_KEYS = ("version", "name", "description", "model", "passes", "calibration", "export", "evaluate", "gate")
 
 # (earlier kind, later kind, why): a pass of the later kind may not come after one of the earlier.
 ORDER_RULES: tuple[tuple[str, str, str], ...] = (
@@ -109,6 +111,7 @@ class Recipe:
     name: str = ""
     description: str = ""
     version: int = RECIPE_VERSION
+    model: ModelSpec | None = None  # the class a checkpoint without config.json is loaded into
 
     @classmethod
     def of(cls, steps: Recipe | PassConfig | Iterable[PassConfig | dict[str, Any]]) -> Recipe:
@@ -159,6 +162,8 @@ class Recipe:
         out: dict[str, Any] = {"version": self.version, "name": self.name}
         if self.description:
             out["description"] = self.description
+        if self.model is not None:
+            out["model"] = self.model.to_dict()
         out["passes"] = self.to_list()
         if self.calibration is not None or self.uses_data():
             out["calibration"] = self.calibration_settings.to_dict()
@@ -211,6 +216,7 @@ def _parse(loc: Located, default_name: str) -> Recipe:
         gate=_rules(loc, data.get("gate")),
         name=data.get("name") or default_name,
         description=data.get("description") or "",
+        model=_section(loc, ModelSpec, data, "model") if "model" in data else None,
     )
     recipe.check_order(loc)
     _check_latency_rules(loc, recipe)

@@ -32,6 +32,9 @@ class PassContext:
     # compress.deferred.DeferredWeights when the model's tensors are still on disk (a pass with
     # PassSpec.deferred reads them block by block); None when the model is fully in memory.
     weights: Any | None = None
+    # compress.usermodule.ModelSpec: the user's class that the run loads its checkpoints into
+    # (--module, a recipe's `model:`), for a pass that loads another checkpoint (a teacher); None: none.
+    model_spec: Any | None = None
 
 
 @dataclass

@@ -83,7 +83,9 @@ def run_in_memory(
     del tokenizer
     if deferred is not None:
         release_free_memory()
-    ctx = PassContext(data=data, device=device, seed=0, progress=progress, weights=deferred)
+    ctx = PassContext(
+        data=data, device=device, seed=0, progress=progress, weights=deferred, model_spec=plan.recipe.model
+    )
     result = spec.apply(model.module, step.config, ctx)
     if deferred is not None:  # later passes see an ordinary in-memory model
         deferred.finish()
@@ -102,6 +104,7 @@ def run_in_memory(
             family=model.family,
             config=config or model.config,
             tokenizer=model.tokenizer,
+            spec=model.spec,
         ),
         recipe=_recorded(plan, step),
         changes=changes,
@@ -137,27 +140,26 @@ def _input_model(plan: Plan, step: Step, previous: Artifact | None, folder: Path
     if previous is not None and previous.model is not None and previous.model.module is not None:
         return previous.model, None
     if folder is not None:
-        return _loaded(folder / "model.safetensors", step, spec, progress)
+        return _loaded(plan, folder / "model.safetensors", step, spec, progress)
     if plan.model is not None:
         return dataclasses.replace(plan.model, module=copy.deepcopy(plan.model.module)), None
     assert plan.source is not None
-    return _loaded(plan.source, step, spec, progress)
+    return _loaded(plan, plan.source, step, spec, progress)
 
 
-def _loaded(weights: Path, step: Step, spec, progress):
-    from compress.model import load
-
-    if spec.deferred and step.takes_data and step.index == 0:
+def _loaded(plan: Plan, weights: Path, step: Step, spec, progress):
+    if spec.deferred and step.takes_data and step.index == 0 and plan.recipe.model is None:
         # The pass reads the model block by block; the tokenizer is loaded only to draw calibration
         # samples and freed before the weights are read (a 262k vocabulary is a third of a small model).
         from compress.deferred import load_deferred
 
         return load_deferred(weights, tokenizer=False)
-    model = load(weights, progress=progress)
+    model = plan.load_model(weights, progress=progress)
     if not model.runnable:
         raise BadInput(
-            f"{model.checkpoint}: has no config.json beside it, so it cannot be built as a model; only "
-            "passes that work tensor by tensor (quantize with method rtn, mse or hqq) run on it."
+            f"{model.checkpoint}: has no config.json beside it, so it cannot be built as a model; name "
+            "its class with --module FILE.py:ClassName, or use only passes that work tensor by tensor "
+            "(quantize with method rtn, mse or hqq)."
         )
     return model, None
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from compress.pipeline import compress_checkpoint
 from safetensors.torch import save_file
 
 import compress as cz
+from compress.api import compress_checkpoint
 from compress.checkpoint import SafetensorsFile, atomic_output_dir, save_tensors
 from compress.cli import main
 from compress.errors import BadInput
@@ -94,7 +94,8 @@ def test_cli_refuses_an_infinite_weight_and_writes_nothing(tmp_path):
     assert result.exit_code == 2
     line = one_error_line(result)
     assert "1 infinite value (first at [3, 4])" in line and "--allow-nonfinite" in line
-    assert [p.name for p in tmp_path.iterdir()] == ["in"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "state"]  # state: conftest's history/cache
+    assert not any((tmp_path / "state").rglob("*.safetensors"))
 
 
 def test_data_aware_methods_refuse_non_finite_weights_before_calibrating():
@@ -251,18 +252,18 @@ def test_a_read_only_output_parent_is_exit_2(bare_checkpoint, tmp_path):
 
 SLOW_WRITER = """
 import sys, time
-import compress.checkpoint as checkpoint
+import compress.writer as writer
 
-write = checkpoint.StreamingWriter.write
+add = writer.CheckpointWriter.add
 
-def slow(self, name, tensor):
-    write(self, name, tensor)
+def slow(self, name, parts, meta):
+    add(self, name, parts, meta)
     print("writing", flush=True)
     time.sleep(120)
 
-checkpoint.StreamingWriter.write = slow
+writer.CheckpointWriter.add = slow
 from compress.cli import main
-main(["quantize", sys.argv[1], "-o", sys.argv[2], "--no-eval", "-q"])
+main(["quantize", sys.argv[1], "-o", sys.argv[2], "--no-eval", "--no-cache", "-q"])
 """
 
 

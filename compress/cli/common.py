@@ -70,7 +70,7 @@ def handle_errors(fn: Callable) -> Callable:
 
 
 def _fail(message: str, code: int) -> None:
-    stderr.print(message, soft_wrap=True)
+    stderr.print(message, soft_wrap=True, emoji=False)  # "file.py:Boom:" is not the :boom: emoji
     sys.exit(code)
 
 
@@ -202,6 +202,47 @@ history_options = [
     ),
     click.option("--no-history", is_flag=True, help="Do not record this run in the history database."),
 ]
+
+
+module_options = [
+    click.option(
+        "--module",
+        "module_spec",
+        metavar="FILE.py:CLASS|PKG.MOD:CLASS",
+        help="Load the checkpoint into this class of your own code (a torch.nn.Module), as "
+        "compress.load(path, module=CLASS(**args)) does: for a .safetensors without config.json. "
+        "This imports and runs that code: name only code you trust.",
+    ),
+    click.option(
+        "--module-arg",
+        "module_args",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="A keyword argument of --module's class (repeatable); VALUE is read as YAML: 16, 0.5, "
+        "true, [1, 2], or text.",
+    ),
+]
+
+
+def with_module_options(fn: Callable) -> Callable:
+    for option in reversed(module_options):
+        fn = option(fn)
+    return fn
+
+
+def model_spec(opts: dict):
+    """The ModelSpec that --module and --module-arg name (popped from `opts`), or None."""
+    from compress.errors import BadInput
+    from compress.usermodule import ModelSpec, parse_args
+
+    spec, args = opts.pop("module_spec", None), opts.pop("module_args", ())
+    if spec is None:
+        if args:
+            raise BadInput("--module-arg: give the class it is for with --module FILE.py:ClassName.")
+        return None
+    if not spec.rpartition(":")[2].isidentifier():
+        raise BadInput(f"--module {spec}: name a class, as FILE.py:ClassName or package.module:ClassName.")
+    return ModelSpec(module=spec, args=parse_args(args))
 
 
 def open_history(opts: dict, check: bool = False):

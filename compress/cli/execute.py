@@ -2,8 +2,8 @@
 
 `compress quantize`, `prune`, `distill` and `run` differ only in how they build the recipe; this
 module gives them the same options (output, --dry-run, --save-recipe, the step cache, --no-eval,
-reports, history) and the same ending: the plan printed, or the run's result, report, gate verdict
-and exit code (1 when the gate fails).
+--module for a model of the user's own class, reports, history) and the same ending: the plan
+printed, or the run's result, report, gate verdict and exit code (1 when the gate fails).
 """
 
 from __future__ import annotations
@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from compress.cli.common import (
     emit_report,
     json_option,
     make_progress,
+    model_spec,
+    module_options,
     open_history,
     quiet_option,
     stderr,
@@ -53,6 +56,7 @@ def run_options(fn: Callable) -> Callable:
         ),
         click.option("--no-cache", is_flag=True, help="Keep no intermediate results."),
         click.option("--no-eval", is_flag=True, help="Write the output and stop; no evaluation."),
+        *module_options,
         junit_option,
         json_option,
         quiet_option,
@@ -71,6 +75,9 @@ def execute(recipe, source: str, opts: dict, *, command: str, device: str = "cpu
     from compress.plan import default_output_dir, plan_run
     from compress.runner import run
 
+    spec = model_spec(opts)
+    if spec is not None:  # --module replaces a recipe's model section, and the saved recipe says so
+        recipe = recipe.replace(model=spec)
     output = opts["output"] or str(default_output_dir(source, recipe.name or command))
     cache = None if opts["no_cache"] else opts["cache_dir"]
     if opts["dry_run"]:
@@ -110,6 +117,11 @@ def _print_outcome(result, opts: dict, describe: str) -> None:
         for path in _exported(result):
             stderr.print(f"wrote [bold]{path}[/]")
     if result.report is None:
+        if not quiet and result.artifact is not None:
+            from compress.evaluation import change_notes
+
+            for note in change_notes(result.artifact.changes):
+                stderr.print(f"[dim]- {escape(note)}[/]", soft_wrap=True, emoji=False)
         return
     markdown = opts.get("markdown_path") or opts.get("markdown")
     emit_report(result.report, opts["json_path"], quiet, None if result.verdict else markdown)
@@ -137,6 +149,8 @@ def print_plan(plan) -> None:
     source = plan.source if plan.source is not None else "a model in memory"
     stderr.print(f"input  {source} (sha256 {plan.source_sha256[:16]}…)")
     stderr.print(f"output {plan.output}")
+    if plan.recipe.model is not None:
+        stderr.print(f"model  {plan.recipe.model.describe()}")
     table = Table(title=f"recipe {plan.recipe.name}", title_justify="left")
     for column in ("#", "pass", "settings [road]", "data", "cache"):
         table.add_column(column)

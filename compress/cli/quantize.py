@@ -119,7 +119,7 @@ SETTING_OPTIONS = (
     flag_value=True,
     default=None,
     help="Quantize weights holding NaN or Inf (NaN as 0, Inf as the row's largest finite value) instead of "
-    "refusing them [default: refuse].",
+    "refusing them [default: off: refused].",
 )
 @click.option(
     "--embeddings", is_flag=True, help="Quantize embedding tables too (Linear layers only by default)."

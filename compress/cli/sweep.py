@@ -14,9 +14,11 @@ from compress.cli.common import (
     handle_errors,
     json_option,
     make_progress,
+    model_spec,
     open_history,
     quiet_option,
     stderr,
+    with_module_options,
     write_text,
 )
 
@@ -37,6 +39,7 @@ from compress.cli.common import (
     help="Write each setting's resolved recipe to DIR/<name>.yaml (for `compress run`).",
 )
 @eval_options
+@with_module_options
 @json_option
 @quiet_option
 @handle_errors
@@ -49,9 +52,12 @@ def sweep_command(source: str, settings: tuple[str, ...], **opts) -> None:
     compress sweep model.safetensors recipes/int8-dynamic.yaml recipes/int4-weight-only.yaml --plot p.png
     compress sweep model.safetensors '{kind: quantize, scheme: int4, group_size: 32}' \\
         '{kind: quantize, scheme: int4, group_size: 128}' --budget 5 --json sweep.json
+    compress sweep cnn/model.safetensors --module cnn.py:DigitsCNN --data digits.npz \\
+        '{kind: prune, pattern: channels, sparsity: 0.25}' '{kind: prune, pattern: channels, sparsity: 0.5}'
     """
     from compress.sweep import sweep
 
+    spec = model_spec(opts)
     e = evaluation_from_options(opts)
     recipes = [_setting(s, i).replace(evaluation=e) for i, s in enumerate(settings)]
     if opts["dry_run"] or opts["save_recipe"]:
@@ -59,8 +65,9 @@ def sweep_command(source: str, settings: tuple[str, ...], **opts) -> None:
         if opts["dry_run"]:
             return
     history = open_history(opts, check=True)
+    model = spec.load(source) if spec is not None else source  # loaded once for every setting
     result = sweep(
-        source,
+        model,
         recipes,
         task=e.task,
         data=e.data,

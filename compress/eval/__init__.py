@@ -41,7 +41,8 @@ def evaluate(
     """Compare a candidate with its baseline and return a Report.
 
     `candidate` and `baseline` are paths, `Model`s, `torch.nn.Module`s or an `Artifact`.
-    `inputs` are sample inputs for models without a tokenizer (latency and fidelity).
+    `inputs` are sample inputs for models without a tokenizer (latency and fidelity); without them,
+    such a model is timed on the first rows of an .npz `data` file.
     `runtimes`: "torch", "onnxruntime" (both models exported to ONNX and checked against torch
     first) and/or "openvino" (see compress.eval.openvino; the accuracy task is also scored through
     OpenVINO, in accuracy.details.by_runtime.openvino); `devices`: "cpu" and/or "cuda". An absent
@@ -70,6 +71,8 @@ def evaluate(
     notes += _source_check(cand, base)
     notes += _compression_notes(cand)
     settings = latency or LatencySettings()
+    if inputs is None and base.tokenizer is None:
+        inputs = _data_inputs(data, settings.batch_size)
 
     both = cand.checkpoint and base.checkpoint and not (cand.onnx_only or base.onnx_only)
     tensors = tensor_errors(cand.checkpoint, base.checkpoint) if both else []
@@ -131,6 +134,15 @@ def _latency_rows(
     finally:
         graphs.close()
     return rows, graphs.notes
+
+
+def _data_inputs(data: str | None, batch_size: int) -> Any:
+    """The first rows of an .npz evaluation file: what a model without a tokenizer is timed on."""
+    if data is None or not str(data).endswith(".npz"):
+        return None
+    from compress.eval.data import load_arrays
+
+    return load_arrays(data, limit=batch_size)[0]
 
 
 def _record(report: Report, history: Any) -> None:

@@ -190,7 +190,7 @@ def latency_row(
     from compress.qmodules import kernels_ran
 
     if not (cand.runnable and base.runnable):
-        return unavailable_row(device, runtime, "no architecture (config.json) beside the checkpoint")
+        return unavailable_row(device, runtime, "no architecture (config.json or --module) to run")
     if inputs is None:
         if base.tokenizer is None:
             return unavailable_row(device, runtime, "needs sample inputs for a model without a tokenizer")

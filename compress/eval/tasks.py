@@ -266,7 +266,17 @@ def pick_task(
     if task not in TASKS:
         raise BadInput(f"unknown task '{task}'; valid: {', '.join(TASKS)}.")
     if not baseline.runnable:
-        return None, "no architecture (config.json) beside the checkpoint: accuracy and latency need one"
+        if task != "auto" or data is not None:
+            asked = " and ".join(([f"task '{task}'"] if task != "auto" else []) + (["data"] if data else []))
+            raise BadInput(
+                f"{baseline.name}: has no architecture to run (no config.json beside it, no --module), so "
+                f"the {asked} asked for cannot be evaluated; name its class with --module "
+                "FILE.py:ClassName, or leave them out."
+            )
+        return None, (
+            "no architecture (config.json beside the checkpoint, or --module CLASS): accuracy and "
+            "latency need one"
+        )
     if task == "auto":
         task, reason = _auto(baseline, data)
         article = "an" if baseline.family[0] in "aeiou" else "a"

@@ -29,7 +29,8 @@ def annotate_report(report, artifact: Any, cfg, source: Any, evaluation, inputs=
     from compress.model import load
 
     record = dict(artifact.stats.get("distill.record", {})) if artifact is not None else {}
-    base = load(cfg.teacher)
+    spec = getattr(source, "spec", None)  # the user's class the run loads checkpoints into (--module)
+    base = spec.load(cfg.teacher) if spec is not None else load(cfg.teacher)
     chosen, _ = pick_task(
         base, evaluation.task, evaluation.data, inputs, evaluation.limit, evaluation.task_options
     )

@@ -18,10 +18,11 @@ def distill(module, cfg, ctx: PassContext) -> PassResult:
 
     device = training_device(ctx.device)
     teacher_path = resolve_checkpoint(cfg.teacher)
-    teacher = load(teacher_path)
+    teacher = ctx.model_spec.load(teacher_path) if ctx.model_spec is not None else load(teacher_path)
     if not teacher.runnable:
         raise BadInput(
-            f"{teacher_path}: the teacher needs its config.json beside it (an architecture to run)."
+            f"{teacher_path}: the teacher needs its config.json beside it, or its class named with "
+            "--module (an architecture to run)."
         )
     check_family(module, teacher)
     config, kept, resized = None, None, set()

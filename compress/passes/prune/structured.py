@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from compress.errors import BadInput, Unsupported
 from compress.passes.prune.config import PruneConfig
@@ -22,13 +22,13 @@ from compress.passes.prune.trace import Analysis, Group
 from compress.registry import PassContext, PassResult
 
 
-# Relative difference allowed between the pruned model and the masked original (float rounding).
 @dataclass
 class Plan:
     """Which units of which groups stay; applies to any copy of the traced module."""
 
     groups: list[Group]
     keep: list  # per group: sorted LongTensor of kept unit indices
+    left: dict[str, str] = field(default_factory=dict)  # targeted layer left whole -> why
 
     def mask(self, module) -> None:
         """Zero the consumer columns of every removed unit (the 'masked original')."""
@@ -90,9 +90,12 @@ def prune_structured(module, cfg: PruneConfig, ctx: PassContext) -> PassResult:
     changes = plan.apply(module, cfg)
     check_reproduces(module, sample, reference)
     config = rewrite_config(module, plan, sample, reference)
+    for layer, reason in plan.left.items():
+        changes.setdefault(f"{layer}.weight", {"pattern": cfg.pattern, "method": cfg.method})["note"] = reason
     before = sum(g.size for g in plan.groups)
     after = sum(len(k) for k in plan.keep)
     stats = {"prune.groups": float(len(plan.groups)), "prune.units_removed": float(before - after)}
+    stats["prune.layers_left_whole"] = float(len(plan.left))
     if cfg.recalibrate:
         stats["prune.batch_norms_recalibrated"] = float(recalibrate_batch_norms(module, ctx.data))
     return PassResult(module=module, changes=changes, stats=stats, config=config)
@@ -101,6 +104,7 @@ def prune_structured(module, cfg: PruneConfig, ctx: PassContext) -> PassResult:
 def make_plan(module, cfg: PruneConfig, ctx: PassContext) -> tuple[Plan, object]:
     """Trace, select, score and budget: the units to keep, and the sample the model was traced on."""
     from compress.passes.prune.activations import example_input
+    from compress.passes.prune.explain import left_whole
     from compress.passes.prune.trace import analyse
 
     _refuse_quantized(module)
@@ -108,7 +112,8 @@ def make_plan(module, cfg: PruneConfig, ctx: PassContext) -> tuple[Plan, object]
     analysis = analyse(module, sample)
     groups = select_groups(analysis, cfg, module)
     scores = importance(groups, module, cfg, ctx)
-    return Plan(groups, budget(groups, scores, cfg, module)), sample
+    left = left_whole(analysis, groups, cfg, module)
+    return Plan(groups, budget(groups, scores, cfg, module), left), sample
 
 
 def _refuse_quantized(module) -> None:

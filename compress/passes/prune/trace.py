@@ -216,8 +216,19 @@ def classify(group: Group) -> str | None:
     if not {"producer", "consumer"} <= roles:
         return None
     kinds = {m.kind for m in group.members if m.kind}
-    if all(m.outer == 1 and m.inner == 1 for m in group.members):
+    whole = [m.outer == 1 and m.inner == 1 for m in group.members]
+    if all(whole):
         return "channels" if "conv" in kinds else "neurons"
+    if "conv" in kinds and all(
+        w or flattened_into_linear(m) for w, m in zip(whole, group.members, strict=True)
+    ):
+        return "channels"
     if all(m.outer == 1 and m.inner > 1 for m in group.members) and "conv" not in kinds:
         return "heads"
     return None
+
+
+def flattened_into_linear(member: Member) -> bool:
+    """A Linear layer that reads a convolution's channels flattened with the positions of its
+    feature map ([N, C, H, W] -> [N, C*H*W]): each channel is a block of its input columns."""
+    return member.role == "consumer" and member.kind == "linear"
