@@ -11,6 +11,16 @@ the one runner on a Ray worker. Ray and Optuna are imported only when a search r
 
 from __future__ import annotations
 
-from compress.search.driver import search
+from typing import Any
 
 __all__ = ["search"]
+
+
+def __getattr__(name: str) -> Any:
+    """`search` is imported when first used: importing the package stays cheap (the workers import
+    compress.search.worker through it)."""
+    if name == "search":
+        from compress.search.driver import search
+
+        return search
+    raise AttributeError(f"module 'compress.search' has no attribute {name!r}")
