@@ -213,8 +213,8 @@ def _values(kind: str, name: str, variant: Variant, settings: dict[str, Any]) ->
         value = settings.get(key)
         if not dist.contains(value):
             return None
-        if isinstance(dist, Choice):
-            value = next(v for v in dist.values if dist.contains(value) and Choice((v,)).contains(value))
+        if isinstance(dist, Choice):  # the choice's own value (0.5 for 0.5, never True for 1)
+            value = next(v for v in dist.values if Choice((v,)).contains(value))
         out[f"{kind}.{name}.{key}"] = value
     return out
 
