@@ -143,6 +143,11 @@ class PassConfig(Settings):
         """
         return self.needs_data
 
+    def resolve(self) -> PassConfig:
+        """These settings with what they leave to the machine made concrete for this one (the plan
+        calls it, so the output recipe records the values that ran); the settings themselves by default."""
+        return self
+
     def accepts_data(self) -> bool:
         """Whether the pass uses calibration samples when they are given even though it does not need
         them (structured pruning traces the model on one and re-estimates batch norms on them)."""

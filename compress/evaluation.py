@@ -34,6 +34,8 @@ def evaluate_and_gate(
         inputs = sample_inputs(result, e.latency.batch_size)
     arguments = e.arguments() | ({"task": task} if task is not None else {})
     report = evaluate(candidate, baseline, **arguments, inputs=inputs, progress=progress, history=None)
+    if plan.recipe.description:  # what the recipe is for (a target's choice and why): said in the report
+        report.notes.insert(0, f"recipe {plan.recipe.name}: {plan.recipe.description}")
     report.notes += change_notes(result.artifact.changes if result.artifact is not None else {})
     for cfg in plan.recipe.passes:
         annotate = getattr(get_pass(cfg.kind), "annotate_report", None)

@@ -95,6 +95,13 @@ class Cpu:
     logical_cpus: int | None  # usable by this process (its affinity mask)
 
     @property
+    def int8_saturates(self) -> bool:
+        """Whether the u8 x s8 integer kernels here add pairs of products in 16 bits and saturate with
+        8-bit weights: x86 without VNNI or AMX (vpmaddubsw). VNNI, AMX and ARM's dot products do not."""
+        x86 = self.arch in ("x86_64", "i686")
+        return x86 and not self.features & {"avx512_vnni", "avx_vnni", "amx_int8"}
+
+    @property
     def isa_class(self) -> str:
         f = self.features
         if self.arch in ("x86_64", "i686"):

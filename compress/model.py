@@ -277,7 +277,6 @@ def load_into(module, tensors: dict, where: str, config=None, resized: dict | No
             activation_parts[name] = value
         else:
             notes.append(f"ignored tensor '{stored}' (not used by {label})")
-    _set_activations(module, activation_parts, modes or {}, names, where)
     buffers = {n for n, _ in module.named_buffers()}
     try:
         result = module.load_state_dict(plain, strict=False)
@@ -285,6 +284,8 @@ def load_into(module, tensors: dict, where: str, config=None, resized: dict | No
         raise BadInput(f"{where}: does not fit {label}: {str(exc).splitlines()[-1].strip()}") from None
     loaded |= set(plain)
     loaded |= _tie(module, config, loaded) if config is not None else set()
+    # After the ties: a Linear tied to an embedding table (lm_head) stores its input range of its own.
+    _set_activations(module, activation_parts, modes or {}, names, where)
     quantized_parts = {
         f"{n}.{part}"
         for n, m in module.named_modules()
@@ -326,6 +327,11 @@ def _set_activations(module, parts: dict, modes: dict, names: dict, where: str) 
             set_activation_mode(owner, mode)
         except (TypeError, ValueError) as exc:
             raise BadInput(f"{where}: weight '{stored}': {exc} (corrupt compress metadata).") from None
+    for name in parts:
+        # A tied reader has no header entry of its own; only static layers store an input range.
+        owner = module.get_submodule(name.rpartition(".")[0])
+        if name.endswith(".input_scale") and owner.activations == "none":
+            set_activation_mode(owner, "static")
 
 
 def _tie(module, config, loaded: set[str]) -> set[str]:

@@ -213,7 +213,9 @@ def _input_key(digest: str, recipe: Recipe) -> str:
 
 
 def _step(index: int, cfg: PassConfig, recipe: Recipe, samples: CalibrationData | None) -> Step:
-    """A pass's effective settings: the calibration it draws filled in when it takes data."""
+    """A pass's effective settings: what it leaves to the machine made concrete, and the calibration
+    it draws filled in when it takes data."""
+    cfg = cfg.resolve()
     own = getattr(cfg, "calibration", None)
     takes = cfg.uses_data() or (
         cfg.accepts_data() and (recipe.calibration is not None or samples is not None or own is not None)

@@ -10,6 +10,7 @@ figure).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -183,12 +184,13 @@ def _unusable(hw: Hardware, runtime: str) -> str | None:
     return None
 
 
-def recommend(hw: Hardware) -> Recommendation:
-    """The fastest measured choice for `hw`'s CPU whose runtime is available, with the reason."""
+def recommend(hw: Hardware, usable: Callable[[Choice], str | None] | None = None) -> Recommendation:
+    """The fastest measured choice for `hw`'s CPU whose runtime is available, with the reason.
+    `usable(choice)` may refuse a choice for a reason of its own (the model cannot take it)."""
     isa = hw.isa_class
     skipped: list[str] = []
     for choice in TABLE[isa]:
-        why_not = _unusable(hw, choice.runtime)
+        why_not = _unusable(hw, choice.runtime) or (usable(choice) if usable else None)
         if why_not is None:
             return _recommendation(hw, choice, skipped)
         if why_not not in skipped:  # two choices on one runtime: say it once

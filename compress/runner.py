@@ -206,7 +206,7 @@ def _cache_entry(final: Path) -> Iterator[Path]:
 def _finish(plan: Plan, state: _State, progress) -> Artifact:
     """The output folder (when asked for) and the Artifact handed back to the caller."""
 
-    artifact = state.artifact or _read_back(state.folder)
+    artifact = state.artifact or _read_back(plan, state.folder)
     artifact.exports = list(plan.recipe.export)
     artifact.recipe_file = plan.recipe.to_yaml()
     if plan.output is None or state.folder == plan.output:  # in memory, or written straight there
@@ -215,12 +215,10 @@ def _finish(plan: Plan, state: _State, progress) -> Artifact:
     return artifact
 
 
-def _read_back(folder: Path | None) -> Artifact:
+def _read_back(plan: Plan, folder: Path | None) -> Artifact:
     """An Artifact for a result that exists only on disk (a cache entry reused by an in-memory run)."""
-    from compress.model import load
-
     assert folder is not None
-    model = load(folder)
+    model = plan.load_model(folder / "model.safetensors")
     info = model.compression
     return Artifact(
         model=model,

@@ -19,11 +19,26 @@ def no_partial_files(tmp_path: Path):
     assert not leftovers, f"partial outputs left behind: {leftovers}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_state(tmp_path_factory):
+    """Module- and session-scoped fixtures run before the per-test settings below: the same settings
+    for them, in a folder of the session's own (never the user's history, cache or machine target)."""
+    state = tmp_path_factory.mktemp("session-state")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COMPRESS_HISTORY", str(state / "history.db"))
+        patch.setenv("COMPRESS_CACHE", str(state / "cache"))
+        patch.setenv("COMPRESS_TARGET", "none")
+        yield
+
+
 @pytest.fixture(autouse=True)
 def private_history_and_cache(tmp_path: Path, monkeypatch):
     """Commands append to a history database and keep a step cache: both under tmp_path in tests."""
     monkeypatch.setenv("COMPRESS_HISTORY", str(tmp_path / "state" / "history.db"))
     monkeypatch.setenv("COMPRESS_CACHE", str(tmp_path / "state" / "cache"))
+    # `compress quantize` with no choice takes the machine's target (compress.target); the tests of other
+    # behaviour ask for INT8 weight-only, and tests/test_target.py tests the default itself.
+    monkeypatch.setenv("COMPRESS_TARGET", "none")
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
 
 

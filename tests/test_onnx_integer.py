@@ -57,13 +57,30 @@ def test_int8_dynamic_graph_uses_integer_kernels_and_the_stored_codes(tmp_path):
 
 def test_int8_dynamic_matches_the_integer_arithmetic_exactly_with_7_bit_weights(tmp_path):
     layer_model = nn.Sequential(nn.Linear(64, 16))
-    model = quantized(layer_model, scheme="int8", activations="dynamic")
-    assert model[0].weight.abs().max() <= 63  # 7-bit by default with dynamic activations
+    model = quantized(layer_model, scheme="int8", activations="dynamic", weight_bits=7)
+    assert model[0].weight.abs().max() <= 63
     path = tmp_path / "model.onnx"
     export_integer_onnx(model, torch.randn(2, 64), path, "dynamic")
     x = torch.randn(5, 64) * torch.linspace(0.1, 20, 64)  # an outlier-heavy input
     got = torch.from_numpy(open_session(path).run(None, {"input": x.numpy()})[0])
     torch.testing.assert_close(got, reference_int8(model[0], x), rtol=1e-5, atol=1e-5)
+
+
+def test_the_default_weight_bits_follow_the_cpu(monkeypatch):
+    """7-bit codes only where the u8 x s8 kernel saturates (x86 without VNNI or AMX), 8 elsewhere."""
+    import dataclasses
+
+    import compress.hardware as hardware
+    from compress.passes.quantize.config import Int8Config
+
+    real = hardware.detect()
+    for features, bits in ((frozenset({"avx2"}), 7), (frozenset({"avx2", "avx512_vnni"}), 8)):
+        cpu = dataclasses.replace(real.cpu, arch="x86_64", features=features)
+        monkeypatch.setattr(hardware, "detect", lambda cpu=cpu: dataclasses.replace(real, cpu=cpu))
+        assert Int8Config(activations="dynamic").resolve().weight_bits == bits
+        weight_only = Int8Config()
+        assert weight_only.resolve() == weight_only and weight_only.int8_bits == 8  # no codes to saturate
+        assert Int8Config(activations="dynamic", weight_bits=8).resolve().weight_bits == 8
 
 
 def test_layers_reading_one_tensor_share_one_activation_quantization(tmp_path):
@@ -139,7 +156,10 @@ def test_cli_writes_the_integer_graph_and_the_evaluator_runs_it(tiny_bert, tmp_p
     assert result.exit_code == 0, result.output
     assert "MatMulIntegerToFloat" in ops(out / "model.onnx")
     info = cz.load(out).compression
-    assert info.recipe[0]["activations"] == "dynamic" and info.recipe[0]["weight_bits"] is None
+    from compress.hardware import detect
+
+    expected_bits = 7 if detect().cpu.int8_saturates else 8  # resolved for this CPU, and recorded
+    assert info.recipe[0]["activations"] == "dynamic" and info.recipe[0]["weight_bits"] == expected_bits
     layers = [m for m in cz.load(out).module.modules() if isinstance(m, QuantLinear)]
     assert layers and all(m.activations == "dynamic" for m in layers)  # the loader restores it
     report = cz.evaluate(

@@ -65,13 +65,14 @@ def test_int8_with_embeddings_shrinks_and_keeps_embeddings(minilm, tmp_path):
 
 def test_the_int8_dynamic_recipe_exports_onnx_and_passes_its_own_gate(minilm, tmp_path):
     """`compress run recipes/int8-dynamic.yaml <MiniLM>`: the ONNX export, the onnxruntime row, the gate.
-    The evaluation is the recipe's own with fewer probe rows and a shorter timing budget (suite time)."""
+    The evaluation is the recipe's own with a shorter timing budget (suite time); all its probe rows (on
+    200 rows one email is half a point of retention: the 0.99 gate would test the sample, not the model)."""
     from pathlib import Path
 
     from compress.eval.latency import LatencySettings
 
     recipe = cz.Recipe.load(Path(__file__).resolve().parents[1] / "recipes" / "int8-dynamic.yaml")
-    quick = recipe.evaluation.replace(limit=200, latency=LatencySettings(budget_s=8))
+    quick = recipe.evaluation.replace(latency=LatencySettings(budget_s=8))
     result = cz.run_recipe(recipe.replace(evaluation=quick), minilm, tmp_path / "out", history=None)
     assert (tmp_path / "out" / "model.onnx").is_file() and (tmp_path / "out" / "recipe.yaml").is_file()
     (row,) = result.report.latency

@@ -21,6 +21,7 @@ from compress.passes.quantize.config import (
     Int4Config,
     Int8Config,
 )
+from compress.target import TARGETS
 
 # Command-line option -> setting of the method's class; `None` options are left to the class.
 SETTING_OPTIONS = (
@@ -149,6 +150,17 @@ SETTING_OPTIONS = (
     "static PTQ on calibration texts; int4: its weight compression); the result is model.onnx, "
     "evaluated on onnxruntime.",
 )
+@click.option(
+    "--target",
+    type=click.Choice(TARGETS),
+    envvar="COMPRESS_TARGET",
+    default="auto",
+    show_default=True,
+    help="auto: when you choose no scheme, activations, method, backend, weight bits or export, take what "
+    "is fastest on this machine (`compress hardware` shows it): the quantization, the export and the "
+    "runtime timed; the report says what was picked and why. none: INT8 weight-only unless you choose "
+    "[env: COMPRESS_TARGET].",
+)
 @run_options
 @eval_options
 @handle_errors
@@ -168,6 +180,7 @@ def quantize(source: str, **opts) -> None:
     """
     from compress.api import export_steps, quantize_recipe, with_calibration
 
+    description = _apply_target(source, opts) if opts["target"] == "auto" else ""
     if opts["onnx_format"] and "onnx" not in opts["export_formats"]:
         raise click.UsageError("--onnx-format applies to the ONNX export: add --export onnx.")
     if opts["backend"] == "nncf" and click.get_current_context().get_parameter_source("runtimes") in (
@@ -198,5 +211,32 @@ def quantize(source: str, **opts) -> None:
         for f in opts["export_formats"]
     ]
     name = f"{opts['backend']}-{recipe.name}" if opts["backend"] == "nncf" else recipe.name
-    recipe = recipe.replace(export=export_steps(exports), evaluation=evaluation_from_options(opts), name=name)
+    evaluation = evaluation_from_options(opts)
+    recipe = recipe.replace(
+        export=export_steps(exports), evaluation=evaluation, name=name, description=description
+    )
     execute(recipe, source, opts, command="quantize", describe=recipe.passes[0].describe())
+
+
+# Options that say how to quantize: any of them on the command line and --target auto stands aside.
+CHOICES = ("scheme", "method", "activations", "smooth", "backend", "weight_bits", "export_formats")
+
+
+def _apply_target(source: str, opts: dict) -> str:
+    """Fill the options the user left to --target auto from compress.target; the reason, or ''."""
+    from compress.target import auto_target
+
+    ctx = click.get_current_context()
+    given = click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT
+    if any(ctx.get_parameter_source(name) in given for name in CHOICES):
+        return ""
+    target = auto_target(source, has_module=bool(opts.get("module")), calibration=opts["calib"])
+    opts["scheme"] = target.settings["scheme"]
+    opts["activations"] = target.settings.get("activations")
+    bits = target.settings.get("weight_bits")
+    opts["weight_bits"] = str(bits) if bits else None
+    opts["embeddings"] = opts["embeddings"] or target.embeddings
+    opts["export_formats"] = tuple(target.exports)
+    if ctx.get_parameter_source("runtimes") not in given:
+        opts["runtimes"] = target.runtime  # the headline latency row is the chosen runtime's
+    return target.reason

@@ -19,7 +19,8 @@ from compress.cli.verdict import markdown_option
 @handle_errors
 def run_command(recipe_path: str, source: str, **opts) -> None:
     """Run RECIPE (a YAML file) on MODEL (a .safetensors file or its folder): its passes, its export
-    steps, its evaluation and its gate. Exit code 1 when the gate fails.
+    steps, its evaluation and its gate. Exit code 1 when the gate fails. A recipe's `model:` section
+    imports and runs the code it names: run only recipes you trust.
 
     \b
     compress run recipes/int8-dynamic.yaml model.safetensors -o out/ --json report.json

@@ -175,10 +175,11 @@ def _calibrate_activations(module, cfg: QuantizeConfig, ctx: PassContext, groups
         raise BadInput("quantize: static activations and smoothing need calibration data (none was given).")
     if ctx.weights is not None:
         ctx.weights.load()  # the calibration forward runs the whole model
-    linear = [names for names in groups if isinstance(module.get_submodule(names[0]), nn.Linear)]
-    ranges = measure_input_ranges(module, [n for names in linear for n in names], ctx.data, ctx.progress)
+    # Every Linear reader, also one tied to an embedding (a tied lm_head is not its group's first name).
+    linear = [n for names in groups for n in names if isinstance(module.get_submodule(n), nn.Linear)]
+    ranges = measure_input_ranges(module, linear, ctx.data, ctx.progress)
     if cfg.smooth_alpha is not None:
-        tied = {n for names in linear if len(names) > 1 for n in names}
+        tied = {n for names in groups if len(names) > 1 for n in names}  # one weight, several readers
         smooth_weights(module, ranges, cfg.smooth_alpha, tied)
     return ranges
 

@@ -87,8 +87,9 @@ class Int8Config(QuantizeConfig):
     smooth: SmoothQuant's strength alpha (0 < alpha < 1; 0 is off) for activations dynamic or static:
         outlier activation channels are scaled down and the weights' columns up, calibrated on data.
         None: 0.5 with static activations, off with dynamic ones.
-    weight_bits: 8 (codes -127..127) or 7 (-63..63). None: 7 with quantized activations, so ONNX
-        Runtime's AVX2 u8 x s8 kernel (pairs of products added in int16) cannot saturate; else 8.
+    weight_bits: 8 (codes -127..127) or 7 (-63..63). None: chosen for the machine when the run is
+        planned (and recorded): 7 with quantized activations on an x86 CPU without VNNI or AMX, whose
+        u8 x s8 kernel adds pairs of products in int16 and saturates with 8-bit weights; else 8.
     calibration: this pass's calibration data (static activations, smoothing); None: the recipe's.
     allow_nonfinite: quantize weights holding NaN or Inf (NaN as 0, Inf as the row's largest finite
         magnitude) instead of refusing them.
@@ -124,10 +125,18 @@ class Int8Config(QuantizeConfig):
 
     @property
     def int8_bits(self) -> int:
-        """The INT8 code width in effect (see weight_bits)."""
+        """The INT8 code width in effect (see weight_bits and resolve)."""
         if self.weight_bits is not None:
             return self.weight_bits
-        return 7 if self.activations != "none" else 8
+        return self.resolve().weight_bits or 8
+
+    def resolve(self) -> Int8Config:
+        if self.weight_bits is not None or self.activations == "none":
+            return self  # weight-only INT8 has no integer kernel to saturate: 8 bits everywhere
+        from compress.hardware import detect
+
+        saturates = detect().cpu.int8_saturates
+        return dataclasses.replace(self, weight_bits=7 if saturates else 8)
 
     def describe(self) -> str:
         bits = "" if self.int8_bits == 8 else f" {self.int8_bits}-bit"
