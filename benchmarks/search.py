@@ -37,6 +37,9 @@ LIMIT = os.environ.get("SEARCH_LIMIT", "500")  # probe emails per split (fit, sc
 BUDGET_S = os.environ.get("SEARCH_BUDGET_S", "5")  # latency timing per trial and runtime, at most
 PICK = os.environ.get("SEARCH_PICK", "size")
 MIN_SPEEDUP = os.environ.get("SEARCH_MIN_SPEEDUP", "1.0")
+RATE_TRIALS = int(os.environ.get("SEARCH_RATE_TRIALS", "6"))  # the first N seed trials, on 1 and 2 workers
+# The space searched: the default one, or SEARCH_SPACE (benchmarks/search_space.yaml: without distillation).
+SPACE = os.environ.get("SEARCH_SPACE", "")
 SCRATCH = WORK / "search"
 
 
@@ -77,6 +80,8 @@ def search_args(out: Path, trials: int, workers: int, pick: bool) -> list[str]:
     args = ["search", str(minilm_path()), "-o", str(out), "--min-retention", "0.99", "--objective", "both"]
     args += ["--runtime", "onnxruntime", "--limit", LIMIT, "--budget", BUDGET_S]
     args += ["--trials", str(trials), "--workers", str(workers), "-q"]
+    if SPACE:
+        args += ["--space", SPACE]
     if pick:
         args += ["--pick", PICK, "--min-speedup", MIN_SPEEDUP]
     return args
@@ -131,9 +136,8 @@ def render(data: dict) -> str:
         "# `compress search` on MiniLM: the Pareto front against the shipped recipes",
         "",
         f"all-MiniLM-L6-v2 (float32, 90.9 MB). `compress search --min-retention 0.99 --objective both "
-        f"--runtime onnxruntime --limit {LIMIT} --budget {BUDGET_S} --trials {TRIALS} --workers 2`, default "
-        "space (recipes/search/default.yaml): prune (FFN neurons 10-50% or attention heads 25/50%, "
-        "activation-aware) then optionally 30 steps of distillation from the original on wiki-train, then "
+        f"--runtime onnxruntime --limit {LIMIT} --budget {BUDGET_S} --trials {TRIALS} --workers 2"
+        f"{' --space ' + SPACE if SPACE else ''}`, {_space_text()} then "
         "INT8 (weight-only, dynamic or static activations, SmoothQuant) or INT4 (rtn/mse/hqq/gptq/awq, "
         "groups 32/64/128), embeddings float/as the layers/INT8, 0/2/4/8 most sensitive layers kept at "
         "higher precision. The six shipped recipes are the first six trials (seeds), measured in the same "
@@ -198,8 +202,9 @@ def render(data: dict) -> str:
             ],
         ),
         "",
-        "The same six seed trials on 1 worker (a search of its own) and as the first six of the 2-worker "
-        "search. Two workers on two cores that other jobs also used: see the load above.",
+        f"The first {RATE_TRIALS} seed trials on 1 worker (a search of its own) and the first {RATE_TRIALS} "
+        "trials to finish in the 2-worker search. Two workers on two cores that other jobs also used: see "
+        "the load above.",
     ]
     if data["failed"]:
         lines += ["", "## Failed trials", "", *[f"- {f}" for f in data["failed"]]]
@@ -232,7 +237,7 @@ def main() -> None:
         ]
         rerun_code, rerun_err, _ = cli([*args, "--json", str(rerun_json), "-q", "--no-cache"], env)
         one = SCRATCH / "one-worker"
-        cli(search_args(one, 6, 1, pick=False), env)
+        cli(search_args(one, RATE_TRIALS, 1, pick=False), env)
     front = json.loads((main_out / "front.json").read_text())
     seeds = [t for t in front["trials"] if t["seed"]]
     beaters = beats(front["trials"], seeds)
@@ -247,8 +252,8 @@ def main() -> None:
         "front_md": _front_table(front["front"]),
         "pick_md": _pick_table(trial, pick, rerun, rerun_code, rerun_err),
         "rate": {
-            "1 worker": rate(one, 6),
-            "2 workers": rate(main_out, 6),
+            "1 worker": rate(one, RATE_TRIALS),
+            "2 workers": rate(main_out, RATE_TRIALS),
             "2 workers, whole search": rate(main_out, 10**6),
         },
         "load": {
@@ -260,6 +265,19 @@ def main() -> None:
         "failed": [f"#{f['trial']} {f['name']}: {f['error']}" for f in front["failed"]],
     }  # fmt: skip
     write_results("search", render(data), data)
+
+
+def _space_text() -> str:
+    if SPACE:
+        return (
+            f"space {SPACE} (the default one without its distillation step): optionally prune "
+            "(FFN neurons 10-30%, activation-aware)"
+        )
+    return (
+        "default space (recipes/search/default.yaml): optionally prune (FFN neurons 10-50% or attention "
+        "heads 25/50%, activation-aware) then optionally 30 steps of distillation from the original on "
+        "wiki-train"
+    )
 
 
 def _front_table(rows: list[dict]) -> str:

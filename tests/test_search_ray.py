@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -87,6 +88,19 @@ def _wait_for(folder: Path, event: str, proc: subprocess.Popen, timeout: float =
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         time.sleep(0.2)
     raise AssertionError(f"no '{event}' event within {timeout} s: {_events(folder)}")
+
+
+def _ray_folders(pid: int) -> set[Path]:
+    """The /tmp/cz-ray-* folders named on the command lines of the processes under `pid` (its Ray)."""
+    import psutil
+
+    found = set()
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            found |= set(re.findall(r"/tmp/cz-ray-[A-Za-z0-9_]+", " ".join(child.cmdline())))
+        except psutil.Error:  # a process that ended meanwhile
+            continue
+    return {Path(f) for f in found}
 
 
 def _command(*args: str) -> list[str]:
@@ -194,17 +208,18 @@ def test_an_interrupted_search_resumes_without_repeating_trials(ray_head, tmp_pa
         "1",
     ]
     args += [*QUICK, "--budget", "1"]
-    before = set(Path("/tmp").glob("cz-ray-*"))
     # the first part starts its own local Ray instance (no --address)
     proc = subprocess.Popen(
         _command(*args, "-q"), env=_ray_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     first = _wait_for(out, "done", proc)
+    ours = _ray_folders(proc.pid)  # its Ray's folder (other searches on the machine have their own)
+    assert ours
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-3000:]
     assert "--resume" in stderr
-    assert set(Path("/tmp").glob("cz-ray-*")) <= before  # its Ray was shut down and its folder removed
+    assert not any(folder.exists() for folder in ours)  # its Ray was shut down and its folder removed
     done_before = {e["trial"] for e in _events(out) if e["event"] in ("done", "failed")}
     assert first["trial"] in done_before and len(done_before) < 3
     result = CliRunner().invoke(main, [*args, "--resume", "--address", address, "-q"])
