@@ -311,3 +311,16 @@ def test_trials_export_onnx_only_when_the_exporter_takes_their_passes():
     int4 = {**point, "quantize": "int4", "quantize.int4.group_size": 16, "quantize.int4.symmetric": True}
     assert recipe_of(space, Fixed({**int4, "quantize.int4.layers": 0}), ctx).export == [onnx]
     assert recipe_of(space, Fixed({**int4, "quantize.int4.layers": 2}), ctx).export == []  # INT8 layers kept
+
+
+def test_cz_search_is_the_search_and_loads_ray_and_optuna_only_when_called():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, compress as cz; f = cz.search; "
+        "assert 'search' in cz.__all__ and f is sys.modules['compress.search.driver'].search; "
+        "assert 'ray' not in sys.modules and 'optuna' not in sys.modules"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

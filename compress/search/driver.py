@@ -51,8 +51,8 @@ def search(
     Returns a SearchResult: `.table()`, `.front()`, `.plot()`, `.best(...)` and `.save(trial, dir)`.
 
     Example:
-        >>> from compress.search import search
-        >>> result = search("model.safetensors", "out/search", trials=30)   # doctest: +SKIP
+        >>> import compress as cz
+        >>> result = cz.search("model.safetensors", "out/search", trials=30)   # doctest: +SKIP
         >>> result.best(min_retention=0.99, prefer="size")                   # doctest: +SKIP
     """
     plan = prepare(
