@@ -147,8 +147,8 @@ def render(data: dict) -> str:
         "does), batch 8 x 128 tokens, baseline and candidate interleaved; each worker 1 thread.",
         "",
         f"Budget: {TRIALS} trials. Wall time {s['wall_s']:.0f} s ({s['wall_s'] / 60:.1f} min), "
-        f"{data['rate']['2 workers']['per_minute']:.2f} trials per minute over the first "
-        f"{data['rate']['2 workers']['trials']}; {s['counts']}.",
+        f"{data['rate']['2 workers, whole search']['per_minute']} trials per minute over the "
+        f"{data['rate']['2 workers, whole search']['trials']} finished; {s['counts']}.",
         "",
         f"**Machine**: {data['machine']}. Load average (1 min) during the run: "
         f"{data['load']['min']:.1f} to {data['load']['max']:.1f}, median {data['load']['median']:.1f}: other "
@@ -212,9 +212,6 @@ def render(data: dict) -> str:
 
 
 def main() -> None:
-    import platform
-    import statistics
-
     shutil.rmtree(SCRATCH, ignore_errors=True)
     SCRATCH.mkdir(parents=True)
     env = {
@@ -227,7 +224,6 @@ def main() -> None:
         main_out = SCRATCH / "main"
         code, err, seconds = cli(search_args(main_out, TRIALS, 2, pick=True), env)
         print(f"search: exit {code} in {seconds:.0f} s\n{err[-2000:]}", flush=True)
-        rerun_json = SCRATCH / "rerun.json"
         args = [
             "run",
             str(main_out / "pick" / "recipe.yaml"),
@@ -235,36 +231,50 @@ def main() -> None:
             "-o",
             str(SCRATCH / "rerun"),
         ]
-        rerun_code, rerun_err, _ = cli([*args, "--json", str(rerun_json), "-q", "--no-cache"], env)
-        one = SCRATCH / "one-worker"
-        cli(search_args(one, RATE_TRIALS, 1, pick=False), env)
+        rerun = cli([*args, "--json", str(SCRATCH / "rerun.json"), "-q", "--no-cache"], env)
+        (SCRATCH / "rerun.log").write_text(f"{rerun[0]}\n{rerun[1]}")
+        cli(search_args(SCRATCH / "one-worker", RATE_TRIALS, 1, pick=False), env)
+    summarize(load.samples)
+
+
+def summarize(samples: list[float]) -> None:
+    """The results from the folders under SCRATCH (also alone: `python search.py --summarize LOADFILE`,
+    for a run whose steps were stopped or run by hand; a step that did not finish is said so)."""
+    import platform
+    import statistics
+
+    main_out, one = SCRATCH / "main", SCRATCH / "one-worker"
     front = json.loads((main_out / "front.json").read_text())
     seeds = [t for t in front["trials"] if t["seed"]]
     beaters = beats(front["trials"], seeds)
-    pick = json.loads((main_out / "pick" / "report.json").read_text())
+    picked = main_out / "pick" / "report.json"
+    pick = json.loads(picked.read_text()) if picked.is_file() else None
+    rerun_json, rerun_log = SCRATCH / "rerun.json", SCRATCH / "rerun.log"
     rerun = json.loads(rerun_json.read_text()) if rerun_json.is_file() else None
-    trial = _picked_trial(main_out, front["trials"])
+    code, _, err = rerun_log.read_text().partition("\n") if rerun_log.is_file() else ("not run", "", "")
+    rates = {"1 worker": _rate(one, RATE_TRIALS), "2 workers": _rate(main_out, RATE_TRIALS)}
+    rates["2 workers, whole search"] = _rate(main_out, 10**6)
     data = {
         "search": front | {"wall_s": front["wall_s"]},
         "seeds": seeds,
         "beaters": beaters,
         "beat_all": [b["name"] for b in beaters if b["beats_all"]],
         "front_md": _front_table(front["front"]),
-        "pick_md": _pick_table(trial, pick, rerun, rerun_code, rerun_err),
-        "rate": {
-            "1 worker": rate(one, RATE_TRIALS),
-            "2 workers": rate(main_out, RATE_TRIALS),
-            "2 workers, whole search": rate(main_out, 10**6),
-        },
-        "load": {
-            "min": min(load.samples),
-            "max": max(load.samples),
-            "median": statistics.median(load.samples),
-        },
+        "pick_md": _pick_table(_picked_trial(main_out, front["trials"]), pick, rerun, code, err),
+        "rate": rates,
+        "load": {"min": min(samples), "max": max(samples), "median": statistics.median(samples)},
         "machine": f"{_cpu()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "failed": [f"#{f['trial']} {f['name']}: {f['error']}" for f in front["failed"]],
-    }  # fmt: skip
+    }
     write_results("search", render(data), data)
+
+
+def _rate(folder: Path, first: int) -> dict:
+    """rate(), or the reason there is none (a search not run, or with no finished trial)."""
+    try:
+        return rate(folder, first)
+    except (OSError, StopIteration, IndexError, ZeroDivisionError):
+        return {"trials": 0, "wall_s": None, "per_minute": None, "per_minute_trials_only": None}
 
 
 def _space_text() -> str:
@@ -293,7 +303,10 @@ def _picked_trial(folder: Path, trials: list[dict]) -> dict | None:
 
     import yaml
 
-    text = yaml.safe_load((folder / "pick" / "recipe.yaml").read_text()).get("description", "")
+    recipe = folder / "pick" / "recipe.yaml"
+    if not recipe.is_file():
+        return None
+    text = yaml.safe_load(recipe.read_text()).get("description", "")
     found = re.search(r"trial (\d+)", text)
     return next((t for t in trials if found and t["trial"] == int(found[1])), None)
 
@@ -332,4 +345,7 @@ class _nothing:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--summarize"]:  # a file of load averages, one "time load" line every 15 s
+        summarize([float(x.split()[1]) for x in Path(sys.argv[2]).read_text().splitlines() if x.strip()])
+    else:
+        main()
