@@ -2,8 +2,8 @@
 distillation and quantization by Optuna's multi-objective sampler, each trial a recipe run through
 the one runner on a Ray worker. Ray and Optuna are imported only when a search runs.
 
-    from compress.search import search
-    result = search("model.safetensors", "out/search", min_retention=0.99, trials=30)
+    import compress as cz
+    result = cz.search("model.safetensors", "out/search", min_retention=0.99, trials=30)
     result.plot()                                   # the Pareto chart with the retention floor
     chosen = result.best(prefer="size")             # through the gate's rules
     result.save(chosen, "out/search/pick")          # the model, its report, a recipe with gate rules
