@@ -117,8 +117,9 @@ def beats(trials: list[dict], seeds: list[dict]) -> list[dict]:
     """For each trial that keeps the floor: the seeds it beats (retention >= the seed's, and a smaller
     size ratio or a higher speedup)."""
     out = []
+    shipped = {s["passes"] for s in seeds}
     for t in trials:
-        if not t["keeps_floor"] or t["seed"]:
+        if not t["keeps_floor"] or t["seed"] or t["passes"] in shipped:  # a seed's recipe sampled again
             continue
         beaten = [
             s["name"]
@@ -182,6 +183,8 @@ def render(data: dict) -> str:
         ),
         "",
         f"Points that beat every shipped recipe: {', '.join(data['beat_all']) or 'none'}.",
+        "",
+        *_repeats(data["search"]["trials"], data["seeds"]),
         "",
         "## The pick, run again with `compress run`",
         "",
@@ -275,6 +278,22 @@ def _rate(folder: Path, first: int) -> dict:
         return rate(folder, first)
     except (OSError, StopIteration, IndexError, ZeroDivisionError):
         return {"trials": 0, "wall_s": None, "per_minute": None, "per_minute_trials_only": None}
+
+
+def _repeats(trials: list[dict], seeds: list[dict]) -> list[str]:
+    """Trials the sampler chose that are a seed's recipe again: not counted as beating it, but the two
+    measurements of one recipe show how much the timing moved under the machine's load."""
+    lines = []
+    for t in trials:
+        seed = next((s for s in seeds if s["passes"] == t["passes"] and not t["seed"]), None)
+        if seed:
+            lines.append(
+                f"Trial {t['trial']} ({t['name']}) is the recipe of seed {seed['name']} again (the sampler "
+                f"chose it): retention {t['retention']} vs {seed['retention']}, size ratio {t['size_ratio']} "
+                f"vs {seed['size_ratio']}, speedup {t['speedup']} vs {seed['speedup']}: the same recipe, "
+                "so the speedup difference is the timing noise under this load; not counted as a win."
+            )
+    return lines
 
 
 def _space_text() -> str:
