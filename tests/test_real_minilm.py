@@ -79,3 +79,28 @@ def test_the_int8_dynamic_recipe_exports_onnx_and_passes_its_own_gate(minilm, tm
     assert row["runtime"] == "onnxruntime" and row["status"] == "ok", row
     assert row["onnx"]["candidate"]["source"] == "supplied"  # the exported integer graph was timed
     assert result.verdict.passed, result.verdict.summary()
+
+
+def test_gptq_writes_the_same_header_and_tensors_through_every_door_on_minilm(minilm, tmp_path):
+    """Issue 14's done-when on the real model: `compress quantize`, `cz.quantize(...).save` and
+    `compress run` of the one-pass recipe, GPTQ INT4 calibrated on 4 x 32 tokens of one text file."""
+    from tests.test_doors import TEXT, assert_same_tensors, assert_same_values, cli
+
+    text = tmp_path / "calib.txt"
+    text.write_text(TEXT)
+    settings = ["--scheme", "int4", "--method", "gptq", "--group-size", "32"]
+    calib = ["--calib", str(text), "--calib-samples", "4", "--calib-seq-len", "32"]
+    cli("quantize", str(minilm), *settings, *calib, "-o", str(tmp_path / "a"), "--no-eval", "-q")
+    calib_api = {"samples": 4, "seq_len": 32}
+    api = cz.quantize(minilm, scheme="int4", method="gptq", group_size=32, data=str(text), calib=calib_api)
+    api.save(tmp_path / "b")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "version: 1\npasses:\n  - {kind: quantize, scheme: int4, method: gptq, group_size: 32}\n"
+        f"calibration: {{data: {text}, samples: 4, seq_len: 32}}\n"
+    )
+    cli("run", str(recipe), str(minilm), "-o", str(tmp_path / "c"), "--no-eval", "--no-cache", "-q")
+    doors = {"compress quantize": tmp_path / "a", "cz.quantize": tmp_path / "b"}
+    doors["compress run"] = tmp_path / "c"
+    assert_same_tensors(doors)
+    assert_same_values(doors, keys="all")

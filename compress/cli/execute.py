@@ -110,9 +110,10 @@ def _print_outcome(result, opts: dict, describe: str) -> None:
     if not quiet:
         reused = f", reused {len(result.steps_reused)} cached" if result.steps_reused else ""
         what = f"{describe}; " if describe else ""
+        ran = len(result.steps_run)
         stderr.print(
-            f"wrote [bold]{result.weights}[/] ({what}{len(result.steps_run)} passes run{reused}, "
-            f"{result.seconds:.1f} s)"
+            f"wrote [bold]{result.weights}[/] ({what}{ran} pass{'' if ran == 1 else 'es'} run{reused}; "
+            f"{result.seconds:.1f} s in all)"
         )
         for path in _exported(result):
             stderr.print(f"wrote [bold]{path}[/]")
