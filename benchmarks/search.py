@@ -143,7 +143,8 @@ def render(data: dict) -> str:
         "groups 32/64/128), embeddings float/as the layers/INT8, 0/2/4/8 most sensitive layers kept at "
         "higher precision. The six shipped recipes are the first six trials (seeds), measured in the same "
         "run. Accuracy: spam linear probe fitted on the baseline's embeddings of "
-        f"{LIMIT} emails, scored on {LIMIT} others (retention moves in steps of about 1/{LIMIT}). Speed: "
+        f"{LIMIT} emails, scored on up to {LIMIT} others (retention moves in steps of about 1/{LIMIT}). "
+        "Speed: "
         "ONNX Runtime on CPU, every trial exported to ONNX (model.onnx, as the shipped int8-dynamic recipe "
         "does), batch 8 x 128 tokens, baseline and candidate interleaved; each worker 1 thread.",
         "",
@@ -289,8 +290,9 @@ def _repeats(trials: list[dict], seeds: list[dict]) -> list[str]:
         if seed:
             lines.append(
                 f"Trial {t['trial']} ({t['name']}) is the recipe of seed {seed['name']} again (the sampler "
-                f"chose it): retention {t['retention']} vs {seed['retention']}, size ratio {t['size_ratio']} "
-                f"vs {seed['size_ratio']}, speedup {t['speedup']} vs {seed['speedup']}: the same recipe, "
+                f"chose it): retention {t['retention']:.4f} vs {seed['retention']:.4f}, size ratio "
+                f"{t['size_ratio']:.4f} vs {seed['size_ratio']:.4f}, speedup {t['speedup']:.3f} vs "
+                f"{seed['speedup']:.3f}: the same recipe, "
                 "so the speedup difference is the timing noise under this load; not counted as a win."
             )
     return lines
