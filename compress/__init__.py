@@ -7,6 +7,7 @@
     sweep = cz.sweep(model, [cz.Quantize(scheme="int4", group_size=g) for g in (32, 64, 128)])
     sweep.plot()                                    # Pareto chart: retention against size and speed
     sweep.best(min_retention=0.99).save("out/")
+    found = cz.search("model.safetensors", "out/search", trials=30)   # trials on Ray; found.best(...)
 
 Every function here has an example in its docstring: help(cz.quantize), help(cz.sweep), ...
 
@@ -50,6 +51,7 @@ _EXPORTS = {
     "History": "compress.history:History",
     "sweep": "compress.sweep:sweep",
     "Sweep": "compress.sweep:Sweep",
+    "search": "compress.search:search",  # the package resolves it lazily (Ray and Optuna load then)
 }
 
 __all__ = [
@@ -80,6 +82,7 @@ __all__ = [
     "prune",
     "quantize",
     "run_recipe",
+    "search",
     "sweep",
 ]
 
@@ -133,5 +136,6 @@ if TYPE_CHECKING:
     from compress.passes.quantize.config import QuantizeConfig as Quantize
     from compress.recipe import Recipe
     from compress.report import Report
+    from compress.search.driver import search
     from compress.sweep import Sweep, sweep
     from compress.targets import Targets

@@ -162,8 +162,9 @@ class Comparison:
         check_format(Path(path))  # before drawing: a bad suffix fails at once
         return save_figure(self.figure(), Path(path))
 
-    def figure(self):
-        """The Pareto plot as a matplotlib Figure: retention against size, and against speed."""
+    def figure(self, floor: float | None = None, title: str | None = None):
+        """The Pareto plot as a matplotlib Figure: retention against size, and against speed
+        (`floor`: a retention floor drawn across it; `title`: instead of the default one)."""
         from compress.plots import pareto_figure
 
         acc = self.reports[0].accuracy
@@ -174,8 +175,8 @@ class Comparison:
             label = f"latency speedup, {device}/{runtime} (baseline p50 / candidate p50, higher is better)"
             panels.append(("latency", label, self.points("latency")))
         against = "size and speed" if len(panels) > 1 else "size (no latency measured)"
-        title = f"{self.reports[0].baseline.get('name')}: retention of {metric} against {against}"
-        return pareto_figure(panels, f"retention of {metric} (candidate / baseline)", title)
+        title = title or f"{self.reports[0].baseline.get('name')}: retention of {metric} against {against}"
+        return pareto_figure(panels, f"retention of {metric} (candidate / baseline)", title, floor=floor)
 
 
 def compare(

@@ -132,7 +132,7 @@ def plan_run(
         key = step_key(key, step.config, _data_digest(step, recipe) if root else None)
         step.key = key
         step.folder = root / key if root else None
-    _choose_roads(steps, out, recipe.model)
+    _choose_roads(steps, out, recipe.model, from_file=weights is not None)
     return Plan(recipe, weights, model, digest, out, steps, samples, notes)
 
 
@@ -332,13 +332,13 @@ def _check_quantized_once(index: int, selected: dict, quantized: dict[str, int])
         quantized[name] = index
 
 
-def _choose_roads(steps: list[Step], output: Path | None, model: Any = None) -> None:
+def _choose_roads(steps: list[Step], output: Path | None, model: Any = None, from_file: bool = True) -> None:
     """Stream or hand over the first pass of a checkpoint where it can write its result to a folder.
     A checkpoint loaded into the user's class (`model`) runs in memory: the class says which weights
-    are Linear layers, which the file alone cannot."""
+    are Linear layers, which the file alone cannot; so does a model given in memory (no file)."""
     first = steps[0]
     spec = get_pass(first.config.kind)
-    has_folder = first.folder is not None or (len(steps) == 1 and output is not None)
+    has_folder = from_file and (first.folder is not None or (len(steps) == 1 and output is not None))
     if getattr(first.config, "backend", "compress") != "compress":
         if model is not None:
             raise BadInput(
@@ -350,7 +350,7 @@ def _choose_roads(steps: list[Step], output: Path | None, model: Any = None) -> 
                 f"{first.config.kind}.backend {first.config.backend}: runs as a recipe's only pass (it "
                 "writes an ONNX graph from the float checkpoint); split the recipe or use backend compress."
             )
-        first.road = "external"
+        first.road = "external" if from_file else "memory"  # in memory, the pass says it needs a file
     elif (
         model is None
         and spec.stream is not None

@@ -15,10 +15,12 @@ def pareto_plot(path: Path, panels: list[tuple[str, str, list[dict]]], ylabel: s
     return save_figure(pareto_figure(panels, ylabel, title), path)
 
 
-def pareto_figure(panels: list[tuple[str, str, list[dict]]], ylabel: str, title: str):
+def pareto_figure(
+    panels: list[tuple[str, str, list[dict]]], ylabel: str, title: str, floor: float | None = None
+):
     """The Pareto chart, one panel per (axis, x label, points), the front joined by a dashed line,
     as a matplotlib Figure drawn with Agg. pyplot is not used, so a notebook's
-    own backend and figures are left alone."""
+    own backend and figures are left alone. `floor`: a retention floor drawn as a dotted line."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -26,7 +28,13 @@ def pareto_figure(panels: list[tuple[str, str, list[dict]]], ylabel: str, title:
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (axis, xlabel, points) in zip(axes[0], panels, strict=True):
-        _panel(ax, axis, xlabel, points)
+        if floor is not None:
+            ax.axhline(floor, color="tab:red", lw=0.9, ls=":", zorder=0)
+            ax.annotate(
+                f"retention floor {floor:g}", (0.01, floor), xycoords=("axes fraction", "data"),
+                xytext=(0, 3), textcoords="offset points", fontsize=8, color="tab:red",
+            )  # fmt: skip
+        _panel(ax, axis, xlabel, points, floor)
         ax.set_ylabel(ylabel)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
@@ -52,7 +60,7 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-def _panel(ax, axis: str, xlabel: str, points: list[dict]) -> None:
+def _panel(ax, axis: str, xlabel: str, points: list[dict], floor: float | None = None) -> None:
     front = sorted((p for p in points if p["front"]), key=lambda p: p["x"])
     if len(front) > 1:
         ax.plot(
@@ -80,7 +88,7 @@ def _panel(ax, axis: str, xlabel: str, points: list[dict]) -> None:
     if axis == "latency":
         ax.axvline(1.0, color="black", lw=0.6, alpha=0.4)
     xs = [p["x"] for p in points]
-    ys = [p["retention"] for p in points]
+    ys = [p["retention"] for p in points] + ([floor] if floor is not None else [])
     pad_x = max(0.05, (max(xs) - min(xs)) * 0.15)
     pad_y = max(0.005, (max(ys) - min(ys)) * 0.15)
     ax.set_xlim(min(xs) - pad_x, max(xs) + pad_x * 2.5)  # room for the labels on the right

@@ -141,6 +141,7 @@ def _third_party_imports() -> dict[str, set[str]]:
 
 def test_import_compress_is_cheap():
     heavy = ("torch", "transformers", "onnx", "onnxruntime", "nncf", "openvino", "numpy", "safetensors")
+    heavy += ("ray", "optuna")
     code = (
         "import sys, compress, compress.cli; "
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))"

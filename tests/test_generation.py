@@ -179,7 +179,8 @@ def test_quantized_candidate_names_the_kernel_it_decoded_with(tiny_llama, tmp_pa
     int4 = cz.quantize(str(tiny_llama), "int4", group_size=32).save(tmp_path / "int4")
     rows, _ = _rows(cz.load(int4), cz.load(tiny_llama), SMALL.replace(batch_sizes=(1,), max_rounds=2))
     # 14 INT4 Linear layers; the output head, tied to the embedding table, is INT8 by default
-    assert rows[0]["torch_kernels"] == {"torch._weight_int4pack_mm_for_cpu": 14, "torch._weight_int8pack_mm": 1}
+    want = {"torch._weight_int4pack_mm_for_cpu": 14, "torch._weight_int8pack_mm": 1}
+    assert rows[0]["torch_kernels"] == want
 
 
 def test_runtimes_without_a_decoder_and_absent_devices_are_unavailable_with_a_reason(tiny_llama):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-NAMES = ["quickstart", "tradeoffs", "ci_gate"]
+NAMES = ["quickstart", "tradeoffs", "ci_gate", "search"]
 
 
 def _outputs(notebook) -> list[str]:
@@ -18,7 +18,7 @@ def _outputs(notebook) -> list[str]:
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream":
                 texts.append(out["text"])
-            for kind in ("text/plain", "text/html"):
+            for kind in ("text/plain", "text/html", "text/markdown"):
                 if kind in out.get("data", {}):
                     texts.append(out["data"][kind])
     return texts
@@ -61,6 +61,16 @@ def test_notebook_runs_top_to_bottom(name, tmp_path):
         assert {"model.safetensors", "report.json", "recipe.yaml"} <= {
             p.name for p in (tmp_path / "out" / "chosen").iterdir()
         }
+    elif name == "search":
+        joined = "\n".join(texts)
+        assert "compress search: model, objective both" in joined and "Pareto front" in joined
+        assert "pick: no finished trial of the search meets" in joined
+        assert (tmp_path / "out" / "search-pareto.png").read_bytes().startswith(b"\x89PNG")
+        assert (tmp_path / "out" / "search" / "front.json").is_file()
+        pick = tmp_path / "out" / "search-pick"
+        assert {"model.safetensors", "report.json", "recipe.yaml"} <= {p.name for p in pick.iterdir()}
+        assert "gate:" in (pick / "recipe.yaml").read_text()
+        assert "gate passed" in html
     else:
         assert "gate passed" in html
         joined = "\n".join(texts)

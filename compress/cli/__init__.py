@@ -25,6 +25,7 @@ COMMANDS = {
     "passes": "compress.cli.passes:passes_command",
     "distill": "compress.cli.distill:distill",
     "sweep": "compress.cli.sweep:sweep_command",
+    "search": "compress.cli.search:search_command",
     "hardware": "compress.cli.hardware:hardware_command",
 }
 

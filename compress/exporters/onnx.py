@@ -26,22 +26,29 @@ class OnnxExportConfig(ExportConfig):
 
 
 def check(passes: list[Any], cfg: OnnxExportConfig) -> None:
-    """Refuse INT8 weight-only (ONNX Runtime has no kernel for it faster than float) and bf16 (no
-    bfloat16 ONNX graph can be written or run here; compress.onnx.float16)."""
-    last = next((p for p in reversed(passes) if p.kind == "quantize"), None)
-    if last is not None and getattr(last, "scheme", None) == "bf16":
-        from compress.onnx.float16 import BF16_REASON
+    """Refuse INT8 weight-only Linear layers (ONNX Runtime has no kernel for them faster than float):
+    a weight-only INT8 pass on Linear layers, or the layers an INT4 pass keeps at INT8 (INT8
+    embedding tables are fine: their codes are gathered, then rescaled); and bf16 (no bfloat16 ONNX
+    graph can be written or run here; compress.onnx.float16)."""
+    for p in passes:
+        if p.kind != "quantize":
+            continue
+        if getattr(p, "scheme", None) == "bf16":
+            from compress.onnx.float16 import BF16_REASON
 
-        raise BadInput(f"export onnx with scheme bf16: {BF16_REASON}.")
-    if (
-        last is not None
-        and getattr(last, "scheme", None) == "int8"
-        and getattr(last, "activations", "none") == "none"
-    ):
-        raise BadInput(
-            "export onnx with int8 needs activations dynamic or static: weight-only INT8 has no "
-            "ONNX Runtime kernel faster than float."
-        )
+            raise BadInput(f"export onnx with scheme bf16: {BF16_REASON}.")
+        targets = getattr(p, "targets", None)
+        linear = targets is None or "linear" in targets.types
+        if getattr(p, "scheme", None) == "int8" and getattr(p, "activations", "none") == "none" and linear:
+            raise BadInput(
+                "export onnx with int8 needs activations dynamic or static: weight-only INT8 has no "
+                "ONNX Runtime kernel faster than float."
+            )
+        if getattr(p, "keep_int8", ()):
+            raise BadInput(
+                "export onnx: the layers an INT4 pass keeps at INT8 (keep_int8) would be weight-only INT8, "
+                "which has no ONNX Runtime kernel faster than float."
+            )
 
 
 def export(folder: Path, cfg: OnnxExportConfig, progress=None) -> list[Path]:
