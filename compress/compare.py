@@ -28,7 +28,7 @@ def describe_recipe(recipe: list[dict]) -> str:
             words.append(f"g{step['group_size']}")
         if step.get("symmetric") is False:
             words.append("asym")
-        if step.get("method") not in (None, "rtn"):
+        if step.get("method") not in (None, "rtn", "auto"):  # the defaults go unsaid
             words.append(str(step["method"]))
         parts.append(" ".join(words))
     return " + ".join(parts) or "—"

@@ -21,7 +21,7 @@ QUICK = LatencySettings(warmup=1, min_rounds=3, max_rounds=6, budget_s=0.2)
 FAST = ["--limit", "8", "--budget", "0.2", "--batch-size", "2", "--seq-len", "16", "--device", "cpu", "-q"]
 TOP_LEVEL = {
     "schema", "created", "candidate", "baseline", "size", "accuracy", "latency", "tensors",
-    "tensor_summary", "sparsity", "compute", "distillation", "environment", "notes",
+    "tensor_summary", "sparsity", "compute", "distillation", "generation", "environment", "notes",
 }  # fmt: skip
 LATENCY_OK = {
     "device", "runtime", "status", "reason", "batch_size", "seq_len", "threads", "p50_ms", "p90_ms", "iqr_ms",

@@ -126,8 +126,13 @@ def _quantize(step: Step, trial: Any, chosen: tuple[str, dict], ctx: Context) ->
     cfg = build("quantize", settings, f"quantize ({name})")
     embeddings = _pick(trial, "quantize.embeddings", step.embeddings)
     targets = cfg.targets
-    if embeddings == "same":
+    tables = "embedding" in targets.types
+    if embeddings == "same":  # the tables at the pass's own scheme
         targets = targets.replace(types=tuple(dict.fromkeys((*targets.types, "embedding"))))
+        if isinstance(cfg, Int4Config):
+            cfg = cfg.replace(embeddings="int4")
+    elif tables:  # float, or int8 in a pass of their own (below)
+        targets = targets.replace(types=tuple(t for t in targets.types if t != "embedding"))
     mixed = step.mixed_precision
     if mixed is not None and isinstance(cfg, Int4Config | Int8Config):
         count = _pick(trial, f"quantize.{name}.layers", mixed.layers)
