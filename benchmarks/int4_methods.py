@@ -29,13 +29,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from common import WORK, benchmark_lock, gemma_path, markdown_table, minilm_path, write_results
+from common import WORK, benchmark_lock, gemma_path, markdown_table, minilm_path, run_measured, write_results
 
 GROUP = 128
 FULL = {"samples": 8, "seq_len": 256, "eval_tokens": 2048, "minilm_samples": 128}
@@ -59,35 +57,6 @@ STEPS = (
     ("gemma", "mse"),
     ("minilm", (32, "awq", False)),
 )
-
-
-# Starts the measured command from a small process: a child's maxrss also counts the image it was
-# forked from (this benchmark, with Gemma loaded), and that count survives exec.
-LAUNCHER = """import os, sys
-pid = os.fork()
-if pid == 0:
-    os.execv(sys.argv[2], sys.argv[2:])
-_, status, usage = os.wait4(pid, 0)
-open(sys.argv[1], "w").write(str(usage.ru_maxrss))
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
-
-
-def run_measured(args: list[str]) -> tuple[float, float]:
-    """Run a command in a fresh process; (seconds, peak RSS in GB of exactly that process)."""
-    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as peak:
-        started = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-c", LAUNCHER, peak.name, *args], stdout=subprocess.DEVNULL, stderr=err
-        )
-        seconds = time.perf_counter() - started
-        if proc.returncode != 0:
-            err.seek(0)
-            raise RuntimeError(
-                f"{' '.join(args[:8])} failed ({proc.returncode}):\n{err.read().decode()[-3000:]}"
-            )
-        peak_kb = int(peak.read())
-    return seconds, peak_kb * 1024 / 1e9
 
 
 def perplexity_task(tokens: int):

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from common import WORK, gemma_path
+from common import WORK, gemma_path, run_measured
 
 LLM = WORK / "llm"
 RECORDS = LLM / "builds.json"
@@ -38,34 +36,6 @@ NNCF = {  # name -> (mode, group size)
 IR = "openvino_model.xml"
 # A build times the whole quantization: no cached pass results reused, nothing added to the history.
 QUIET = ["--no-eval", "--no-cache", "--no-history", "-q"]
-
-# Starts the measured command from a small process: a child's maxrss also counts the image it was
-# forked from, and that count survives exec.
-LAUNCHER = """import os, sys
-pid = os.fork()
-if pid == 0:
-    os.execv(sys.argv[2], sys.argv[2:])
-_, status, usage = os.wait4(pid, 0)
-open(sys.argv[1], "w").write(str(usage.ru_maxrss))
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
-
-
-def run_measured(args: list[str]) -> tuple[float, float]:
-    """Run a command in a fresh process; (seconds, peak RSS in GB of exactly that process)."""
-    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as peak:
-        started = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-c", LAUNCHER, peak.name, *args], stdout=subprocess.DEVNULL, stderr=err
-        )
-        seconds = time.perf_counter() - started
-        if proc.returncode != 0:
-            err.seek(0)
-            raise RuntimeError(
-                f"{' '.join(args[:8])} failed ({proc.returncode}):\n{err.read().decode()[-3000:]}"
-            )
-        peak_kb = int(peak.read())
-    return seconds, peak_kb * 1024 / 1e9
 
 
 def ir_of(name: str) -> Path:

@@ -10,6 +10,7 @@ Rows, each built from the same safetensors checkpoint and timed in the runtime n
 - compress int8 dynamic: `compress quantize --activations dynamic --export onnx` in ONNX Runtime;
 - compress int8 static: `--activations static --embeddings --export onnx --export openvino` in ONNX
   Runtime (its model.onnx) and OpenVINO (its IR);
+- compress bf16: `--scheme bf16 --export openvino`, its IR in OpenVINO with bf16 inference precision;
 - compress default: `compress quantize MODEL` with no option (`--target auto`: what compress picks
   for this CPU), timed in the runtime it chose;
 - the peers: ONNX Runtime's `quantize_dynamic` (per channel, on the float export) and NNCF's static
@@ -61,6 +62,7 @@ BUILDS: dict[str, list[str] | None] = {
         "openvino",
         *CALIB,
     ],
+    "bf16": ["--scheme", "bf16", "--export", "openvino"],
     "default": [],
     "ort-dynamic": None,
     "nncf-static": ["--backend", "nncf", *CALIB],
@@ -75,6 +77,7 @@ ROWS: dict[str, tuple[str, str, str | None]] = {
     "compress int8 dynamic · onnxruntime": ("int8-dynamic", "onnxruntime", None),
     "compress int8 static · onnxruntime": ("int8-static", "onnxruntime", None),
     "compress int8 static · openvino": ("int8-static", "openvino", "f32"),
+    "compress bf16 · openvino": ("bf16", "openvino", None),  # its IR, in the 16-bit precision
     "compress default (target auto)": ("default", "auto", None),
     "ORT quantize_dynamic per channel · onnxruntime": ("ort-dynamic", "onnxruntime", None),
     "NNCF static · onnxruntime": ("nncf-static", "onnxruntime", None),
@@ -191,7 +194,7 @@ def _runner(model: Model, runtime: str, precision: str | None, graphs, ov) -> tu
             graph, _ = graphs.get(model)
             path = graph.path
         return dataclasses.replace(model, module=OrtModule(path, threads=THREADS)), {"graph": str(path)}
-    if precision == "f32":
+    if precision in ("f32", None):  # compress's way: f32, or a 16-bit model's own precision
         compiled = ov.get(model, "cpu", THREADS)
         return dataclasses.replace(model, module=OvModule(compiled.compiled)), {
             "precisions": compiled.precisions,

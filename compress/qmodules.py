@@ -301,6 +301,19 @@ def _float16_module(original: nn.Module, ft: Float16Tensor) -> nn.Module:
     raise TypeError(f"cannot store a {type(original).__name__} in 16 bits")
 
 
+def refuse_encoded(module: nn.Module, groups: list[list[str]]) -> None:
+    """BadInput when a targeted layer of `module` is already encoded (a pass runs on float weights)."""
+    from compress.errors import BadInput
+
+    for names in groups:
+        first = module.get_submodule(names[0])
+        if isinstance(first, _QuantizedWeight):
+            raise BadInput(
+                f"quantize: layer '{names[0]}' is already quantized ({first.scheme}); quantize the "
+                "float checkpoint instead."
+            )
+
+
 def module_kind(module: nn.Module) -> str | None:
     """The target type name of a module ('linear', 'embedding', 'conv'), or None."""
     if isinstance(module, nn.Linear | QuantLinear | Float16Linear):

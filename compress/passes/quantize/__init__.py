@@ -108,7 +108,7 @@ def apply(module, cfg: QuantizeConfig, ctx: PassContext) -> PassResult:
     """Replace each targeted layer with its quantized form, in place."""
     from compress.layers import select_module_layers
     from compress.memory import peak_rss_mb
-    from compress.qmodules import _QuantizedWeight, module_kind
+    from compress.qmodules import module_kind, refuse_encoded
 
     if isinstance(cfg, Float16Config):
         return apply_float16(module, cfg, ctx)
@@ -119,13 +119,7 @@ def apply(module, cfg: QuantizeConfig, ctx: PassContext) -> PassResult:
         )
     started = time.perf_counter()
     groups = select_module_layers(module, cfg.targets, "quantize")
-    for names in groups:
-        first = module.get_submodule(names[0])
-        if isinstance(first, _QuantizedWeight):
-            raise BadInput(
-                f"quantize: layer '{names[0]}' is already quantized ({first.scheme}); quantize the "
-                "float checkpoint instead."
-            )
+    refuse_encoded(module, groups)
     cfg.check_layers([n for names in groups for n in names])
     plans = {}
     for names in groups:

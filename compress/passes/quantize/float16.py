@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 
-from compress.errors import BadInput
 from compress.formats.float16 import Float16Tensor
 from compress.passes.quantize.config import Float16Config
 from compress.registry import PassContext, PassResult
@@ -52,17 +51,11 @@ def apply_float16(module, cfg: Float16Config, ctx: PassContext) -> PassResult:
     from compress.memory import peak_rss_mb
     from compress.model import replace_module
     from compress.precision import float_islands
-    from compress.qmodules import _QuantizedWeight, quantized_module
+    from compress.qmodules import quantized_module, refuse_encoded
 
     started = time.perf_counter()
     groups = select_module_layers(module, cfg.targets, "quantize")
-    for names in groups:
-        first = module.get_submodule(names[0])
-        if isinstance(first, _QuantizedWeight):
-            raise BadInput(
-                f"quantize: layer '{names[0]}' is already encoded ({first.scheme}); start from the float "
-                "checkpoint."
-            )
+    refuse_encoded(module, groups)
     if ctx.weights is not None and groups:
         ctx.weights.load(*[n for names in groups for n in names])
     progress = ctx.progress
