@@ -36,52 +36,60 @@ def _unmeasured(choice: Choice) -> Choice:
 
 # --- the figures (MiniLM-L6, batch 8 x 128 tokens, unless a source says otherwise) -------------------
 
-# Issue 15 (its author's Intel Xeon with AMX-INT8/BF16 and AVX-512 VNNI): NNCF's static INT8 model run
-# by OpenVINO, 4.3-5.2x the ONNX Runtime float model in two runs (embedding cosine 0.997).
+# benchmarks/results/speed.md (Intel Xeon with AMX-INT8/BF16 and AVX-512 VNNI, 2 threads, one run,
+# every row interleaved): compress static INT8 run by OpenVINO (float parts in bf16), median 3.24x the
+# ONNX Runtime float model at batch 8 (3.02x OpenVINO's float model, IQR 2.32-3.33), embedding cosine
+# 0.9973, file 0.257; NNCF's static INT8 in OpenVINO in the same run: 3.07x, cosine 0.9944.
+# First: the smallest file of the fast choices.
 OPENVINO_STATIC_AMX = Choice(
     scheme="int8",
     activations="static",
     runtime="openvino",
     format="openvino",
     weight_bits=8,
-    speedup=(4.3, 5.2),
-    over="the ONNX Runtime float model",
-    source="MiniLM batch 8 x 128, NNCF static INT8 in OpenVINO on an Intel AMX CPU; issue 15",
+    speedup=(2.32, 3.33),
+    over="the OpenVINO float model",
+    source="MiniLM batch 8 x 128, compress static INT8 in OpenVINO on an Intel AMX CPU (2 threads); "
+    "benchmarks/results/speed.md",
 )
-# Same issue and CPU: OpenVINO with BF16 inference precision, 4.75x (cosine 0.99999); within the INT8
-# range, second because its file is twice the INT8 one.
+# Same run: compress bf16 (`--scheme bf16 --export openvino`) in OpenVINO, 3.29x OpenVINO's float model
+# (IQR 3.21-3.35), cosine 0.99998; faster still, but its checkpoint is half the float file (INT8: a
+# quarter) and its IR stores float32 weights.
 OPENVINO_BF16_AMX = Choice(
     scheme="bf16",
     activations="none",
     runtime="openvino",
     format="openvino",
     weight_bits=None,
-    speedup=(4.75, 4.75),
-    over="the ONNX Runtime float model",
-    source="MiniLM batch 8 x 128, OpenVINO BF16 inference precision on an Intel AMX CPU; issue 15",
+    speedup=(3.21, 3.35),
+    over="the OpenVINO float model",
+    source="MiniLM batch 8 x 128, compress bf16 in OpenVINO on an Intel AMX CPU (2 threads); "
+    "benchmarks/results/speed.md",
 )
-# Same issue and CPU: plain BF16 weights in torch, 3.6x float torch.
+# Same run: the model in bfloat16 in torch, 3.32x float torch (IQR 2.97-3.83), cosine 0.99995.
 TORCH_BF16_AMX = Choice(
     scheme="bf16",
     activations="none",
     runtime="torch",
     format="safetensors",
     weight_bits=None,
-    speedup=(3.6, 3.6),
+    speedup=(2.97, 3.83),
     over="float torch",
-    source="MiniLM batch 8 x 128, BF16 weights in torch on an Intel AMX CPU; issue 15",
+    source="MiniLM batch 8 x 128, bfloat16 in torch on an Intel AMX CPU (2 threads); "
+    "benchmarks/results/speed.md",
 )
-# Issue 15: the best ONNX Runtime INT8 rows reach 1.45-1.6x on the AMX CPU and on an AVX2 CPU alike;
-# ONNX Runtime's CPU kernels cap there.
+# Same run: compress INT8 dynamic in ONNX Runtime, 1.56x its float model (IQR 1.39-1.73), cosine
+# 0.9976; ONNX Runtime's CPU kernels cap there (issue 15 measured 1.45-1.6x on AMX and AVX2 alike).
 ORT_DYNAMIC_AMX = Choice(
     scheme="int8",
     activations="dynamic",
     runtime="onnxruntime",
     format="onnx",
     weight_bits=8,
-    speedup=(1.45, 1.6),
+    speedup=(1.39, 1.73),
     over="the ONNX Runtime float model",
-    source="MiniLM batch 8 x 128, best ONNX Runtime INT8 rows on an Intel AMX CPU; issue 15",
+    source="MiniLM batch 8 x 128, compress INT8 dynamic in ONNX Runtime on an Intel AMX CPU (2 threads); "
+    "benchmarks/results/speed.md",
 )
 # benchmarks/results/peers.md (an AMD EPYC CPU with AVX2, no VNNI; one thread): compress INT8 dynamic
 # (7-bit weights, MatMulIntegerToFloat) 1.41x the float ONNX export, embedding cosine 0.9959.

@@ -309,6 +309,30 @@ def test_openvino_precision_hint_follows_the_checkpoint_and_the_cpu(tiny_bert, t
     assert openvino_precision_hint(None, amx)[0] == "f32"
 
 
+def test_a_static_int8_graph_runs_its_float_parts_in_bf16_where_the_cpu_has_it(tiny_bert):
+    """OpenVINO's default on a BF16 CPU, measured faster; a float baseline stays f32; without BF16
+    the float parts stay f32."""
+    pytest.importorskip("openvino")
+    from compress.eval import LatencySettings, evaluate
+    from compress.hardware import detect
+    from compress.precision import precision_hint
+
+    amx = frozenset({"avx512f", "avx512_bf16", "amx_bf16", "amx_int8"})
+    assert precision_hint(None, amx, static_int8=True)[0] == "bf16"
+    hint, why = precision_hint(None, frozenset({"avx2", "avx512_vnni"}), static_int8=True)
+    assert hint == "f32" and "without BF16" in why
+    quick = LatencySettings(batch_size=2, seq_len=16, warmup=1, min_rounds=2, max_rounds=2, budget_s=1)
+    candidate = cz.quantize(tiny_bert, "int8", activations="static", data=ids())
+    report = evaluate(candidate.model, tiny_bert, limit=8, devices=("cpu",), runtimes=("openvino",),
+                      latency=quick, history=None)  # fmt: skip
+    row = report.latency_row("cpu", "openvino")
+    assert row["status"] == "ok", row
+    want, _ = precision_hint(None, detect().cpu.features, static_int8=True)
+    assert row["openvino"]["candidate"]["inference_precision"] == want
+    assert row["openvino"]["baseline"]["inference_precision"] == "f32"
+    assert any("u8/i8" in label for label in row["openvino_precisions"]["candidate"])
+
+
 def test_openvino_rows_of_16_bit_candidates_use_the_16_bit_precision(tiny_bert):
     """OpenVINO runs the widened 16-bit weights with the precision the CPU has instructions for
     (bf16 on a BF16 CPU, else f32 with the reason), checked against torch and scored through it."""

@@ -69,7 +69,8 @@ class OpenVinoModels:
 
         ov_model, info, tolerances = self.converted(model)
         scheme = None if model.onnx_only else scheme_of_module(model.module)
-        hint, why = precision_hint(scheme)
+        static = any(op.get_type_name() == "FakeQuantize" for op in ov_model.get_ops())
+        hint, why = precision_hint(scheme, static_int8=static)
         compiled = compile_model(ov_model, device, threads, precision=hint)
         sample, others = self.graphs.samples(model)
         check = check_compiled(compiled, model.module, [sample, *others], model.name, **tolerances)
@@ -83,7 +84,7 @@ class OpenVinoModels:
                 f"openvino: {model.name} runs no integer kernel in OpenVINO ({_listed(counts)}): its "
                 "activations stay float"
             )
-        if scheme is not None:
+        if scheme is not None or hint != "f32":
             note = f"openvino: {model.name} compiled with inference precision {hint}: {why}"
             self.graphs.notes.append(note)
         info = {**info, "inference_precision": hint, **check.describe()}
