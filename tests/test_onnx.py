@@ -166,3 +166,35 @@ def test_latency_settings_are_checked():
         LatencySettings.from_dict({"threads": 0})
     with pytest.raises(BadInput, match="batch_size must be between 1 and"):
         LatencySettings.from_dict({"batch_size": 0})
+
+
+def test_an_export_check_reads_only_the_positions_the_attention_mask_keeps():
+    """Padding positions compute nothing anyone reads (a stateful LM's differ from torch's there);
+    a difference at a real position is still refused."""
+    import pytest
+    import torch
+
+    from compress.errors import Unsupported
+    from compress.onnx.check import compare_outputs
+
+    class Echo(torch.nn.Module):
+        def forward(self, input_ids, attention_mask):
+            return input_ids.float().unsqueeze(-1).repeat(1, 1, 4)
+
+    ids = torch.arange(12).reshape(2, 6)
+    mask = torch.ones(2, 6, dtype=torch.int64)
+    mask[1, :2] = 0  # the second row left-padded
+    sample = {"input_ids": ids, "attention_mask": mask}
+
+    def run_with(position):
+        def run(named):
+            out = named["input_ids"].float().unsqueeze(-1).repeat(1, 1, 4).numpy()
+            out[position] = 1e3
+            return out
+
+        return run
+
+    check = compare_outputs(run_with((1, 0)), Echo(), [sample], name="m", runtime="R")
+    assert check.max_abs_diff == 0.0
+    with pytest.raises(Unsupported, match="differs from torch"):
+        compare_outputs(run_with((1, 3)), Echo(), [sample], name="m", runtime="R")

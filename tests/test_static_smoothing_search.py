@@ -134,3 +134,17 @@ def test_bias_correction_keeps_each_layers_mean_output_on_the_calibration_data()
         assert float(shift["corrected"]) < 0.05 * float(shift["plain"])  # ... and the correction restored it
     with pytest.raises(BadInput, match="bias_correction"):
         cz.Quantize(scheme="int8", activations="dynamic", bias_correction=True)
+
+
+def test_the_report_compares_what_a_smoothed_layer_computes(tiny_bert, tmp_path):
+    """SmoothQuant scales the stored weight's columns (and the input by the inverse): the weight
+    SQNR is of the product, not of the scaled columns against the float ones (negative dB)."""
+    import torch
+
+    import compress as cz
+    from compress.eval.size import tensor_errors
+
+    data = torch.randint(5, 100, (8, 16), generator=torch.Generator().manual_seed(0))
+    out = cz.quantize(tiny_bert, "int8", activations="static", smooth=0.8, data=data).save(tmp_path / "s")
+    rows = tensor_errors(out, tiny_bert)
+    assert len(rows) > 12 and min(r["sqnr_db"] for r in rows) > 25

@@ -79,6 +79,9 @@ def tensor_errors(candidate: Path, baseline: Path) -> list[dict]:
         if tuple(reference.shape) != tuple(meta["shape"]):
             continue  # reshaped by a structural pass: no like-for-like comparison
         values = encoded.dequantize() if hasattr(encoded, "dequantize") else encoded  # sparse floats
+        smooth = name.removesuffix(".weight") + ".input_smooth"
+        if smooth in cand:  # SmoothQuant scaled the stored columns: compare what the layer computes,
+            values = values * cand.read(smooth).to(values.dtype)  # (x * smooth) @ W.T = x @ (W * smooth).T
         rows.append(
             {
                 "name": name,
