@@ -10,8 +10,9 @@ What each model runs as (the first that applies):
    form, with the reason in a note).
 Each is checked against the torch module before it is used (float rounding for float graphs, a
 cosine for integer ones), compiled with compress.openvino.core's FAITHFUL settings (float32 where
-not integer, no dynamic activation quantization; a bf16 / fp16 model with the 16-bit inference
-precision of compress.precision.precision_hint where the CPU has the instructions), PERFORMANCE_HINT
+not integer, no dynamic activation quantization) except for the inference precision that
+compress.precision.precision_hint gives: a bf16 / fp16 model's 16-bit one, and bf16 for the float
+parts of a static INT8 graph, where the CPU has the instructions; PERFORMANCE_HINT
 LATENCY and the row's threads, and its runtime graph tells which precision each matrix product runs in.
 """
 
