@@ -401,3 +401,10 @@ def test_16_bit_models_run_on_cuda(tiny_bert, tmp_path, scheme):
                       latency=quick, history=None)  # fmt: skip
     assert report.latency[0]["status"] == "ok", report.latency[0]
     assert json.dumps(report.latency[0])
+
+
+def test_embeddings_at_another_integer_scheme_are_refused_in_one_sentence(tiny_bert, tmp_path):
+    out = tmp_path / "o"
+    result = cli("quantize", str(tiny_bert), "--scheme", "bf16", "--embeddings", "int8", "-o", str(out))
+    assert result.exit_code == 2 and "needs scheme int4" in result.output and "alone" in result.output
+    assert not out.exists()

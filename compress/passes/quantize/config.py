@@ -478,7 +478,7 @@ def embedding_settings(embeddings: str | bool | None, scheme: str, backend: str 
     elif chosen != scheme:
         raise BadInput(
             f"quantize.embeddings: {chosen} needs scheme int4 and backend compress; here the embedding "
-            f"tables take the pass's scheme ({scheme}): give embeddings {scheme} or float."
+            f"tables take the pass's scheme ({scheme}): give `--embeddings` alone (True), or float."
         )
     return out
 
