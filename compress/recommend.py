@@ -53,8 +53,8 @@ OPENVINO_STATIC_AMX = Choice(
     "benchmarks/results/speed.md",
 )
 # Same run: compress bf16 (`--scheme bf16 --export openvino`) in OpenVINO, 3.29x OpenVINO's float model
-# (IQR 3.21-3.35), cosine 0.99998; faster still, but its checkpoint is half the float file (INT8: a
-# quarter) and its IR stores float32 weights.
+# (IQR 3.21-3.35), cosine 0.99998; faster still, but its files are half the float file (INT8's: a
+# quarter).
 OPENVINO_BF16_AMX = Choice(
     scheme="bf16",
     activations="none",

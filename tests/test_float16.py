@@ -360,7 +360,8 @@ def test_openvino_rows_of_16_bit_candidates_use_the_16_bit_precision(tiny_bert):
 
 @pytest.mark.parametrize("scheme", ["bf16", "fp16"])
 def test_openvino_ir_of_16_bit_models_agrees_with_torch(tiny_bert, tmp_path, scheme):
-    """fp16: the IR stores float16 weights (exact), the checkpoint's size; bf16: float32 weights (1.8x)."""
+    """The IR stores 16-bit weights (exact), the checkpoint's size: fp16 as float16, bf16 as bfloat16
+    constants converted to f32 where they are read."""
     pytest.importorskip("openvino")
     from compress.openvino import compile_model
     from compress.openvino.ir import IR_DIR, IR_NAME
@@ -376,7 +377,7 @@ def test_openvino_ir_of_16_bit_models_agrees_with_torch(tiny_bert, tmp_path, sch
     assert relative_error(got, outputs(model, tokens).float()) < 2e-2
     weights = xml.with_suffix(".bin").stat().st_size
     stored = (out / "model.safetensors").stat().st_size
-    assert (weights < 1.1 * stored) if scheme == "fp16" else (weights > 1.5 * stored)
+    assert weights < 1.1 * stored  # 16-bit weights in the IR too (bf16: constants converted where read)
 
 
 # --- CUDA (unmeasured here: no GPU on the machines this was written on) ------------------------

@@ -142,9 +142,40 @@ def export_ir(folder: Path, samples: Callable[[Any], tuple[Any, list[Any]]], mod
                 raise BadInput(reason)
             ov_model, source = convert_module(model.module, sample, Path(tmp))
             tolerances = tolerance(model.module)
+        scheme = None if model.onnx_only else scheme_of_module(model.module)
+        if scheme == "bf16":
+            store_bf16_weights(ov_model)
         check_compiled(compile_model(ov_model), model.module, [sample, *checks], IR_NAME, **tolerances)
-        half = not model.onnx_only and scheme_of_module(model.module) == "fp16"
-        return write_ir(ov_model, Path(folder) / IR_DIR, Path(folder), source, half=half)
+        return write_ir(ov_model, Path(folder) / IR_DIR, Path(folder), source, half=scheme == "fp16")
+
+
+def store_bf16_weights(ov_model, min_values: int = 1024) -> int:
+    """Hold every float32 weight of `ov_model` whose values are all bfloat16 values (a bf16 model's,
+    widened for the graph) as a bfloat16 constant converted to f32 where it is read: the IR's file
+    halves and the values are the same. Returns how many weights it replaced."""
+    import numpy as np
+
+    from compress.openvino.core import require
+
+    ov = require()
+    from openvino import opset13 as ops
+
+    replaced = 0
+    for op in ov_model.get_ops():
+        if op.get_type_name() != "Constant" or op.get_element_type() != ov.Type.f32:
+            continue
+        data = np.ascontiguousarray(op.get_data(), dtype=np.float32)
+        bits = data.view(np.uint32)
+        if data.size < min_values or np.any(bits & 0xFFFF):  # small, or not exactly bfloat16
+            continue
+        stored = ov.Tensor(ov.Type.bf16, list(data.shape))
+        stored.data.view(np.uint16)[...] = (bits >> 16).astype(np.uint16)
+        widened = ops.convert(ops.constant(stored), ov.Type.f32)
+        for reader in list(op.output(0).get_target_inputs()):
+            reader.replace_source_output(widened.output(0))
+        replaced += 1
+    ov_model.validate_nodes_and_infer_types()
+    return replaced
 
 
 def write_ir(
