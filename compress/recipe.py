@@ -302,14 +302,17 @@ def _exports(loc: Located, items: Any) -> list[ExportConfig]:
 
 def _section(loc: Located, cls: type[Settings], data: dict, key: str):
     value = data.get(key)
-    if value is None:
-        return cls()
+    return cls() if value is None else located_settings(loc, cls, value, key)
+
+
+def located_settings(loc: Located, cls: type[Settings], value: Any, path: str) -> Any:
+    """`cls` from the mapping `value` found at `path` of a YAML file; a bad one's sentence names its line."""
     if not isinstance(value, dict):
-        raise loc.error(key, f"'{key}' must be a mapping of settings.")
+        raise loc.error(path, f"'{path}' must be a mapping of settings.")
     try:
-        return cls.from_dict(value, key)
+        return cls.from_dict(value, path)
     except BadInput as exc:
-        raise loc.relocate(exc, key) from None
+        raise loc.relocate(exc, path) from None
 
 
 def _rules(loc: Located, items: Any) -> list[Rule]:

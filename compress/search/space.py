@@ -36,6 +36,7 @@ from typing import Any
 from compress.calibration import Calibration
 from compress.config import Settings, suggest
 from compress.errors import BadInput
+from compress.recipe import located_settings
 from compress.search.variants import Variant, parse_variant
 from compress.yamlfile import Located, load_yaml, load_yaml_file
 
@@ -160,7 +161,7 @@ def _parse(loc: Located, folder: Path, default_name: str) -> SearchSpace:
         )
     calibration = None
     if "calibration" in data:
-        calibration = _settings(loc, Calibration, data["calibration"], "calibration")
+        calibration = located_settings(loc, Calibration, data["calibration"], "calibration")
     return SearchSpace(
         steps=steps,
         name=data.get("name") or default_name,
@@ -180,15 +181,6 @@ def _check_keys(loc: Located, path: str, data: dict, valid: tuple[str, ...]) -> 
                 f"{path + ': ' if path else ''}unknown key '{key}'{suggest(str(key), list(valid))}; "
                 f"valid keys: {', '.join(valid)}.",
             )
-
-
-def _settings(loc: Located, cls: type[Settings], value: Any, path: str) -> Any:
-    if not isinstance(value, dict):
-        raise loc.error(path, f"'{path}' must be a mapping of settings.")
-    try:
-        return cls.from_dict(value, path)
-    except BadInput as exc:
-        raise loc.relocate(exc, path) from None
 
 
 def _seeds(loc: Located, items: Any, folder: Path) -> tuple[Path, ...]:
@@ -232,7 +224,7 @@ def _step(loc: Located, kind: str, data: Any) -> Step:
     if kind == "quantize":
         embeddings = _embeddings(loc, data.get("embeddings", ["float"]))
         if "mixed_precision" in data:
-            mixed = _settings(loc, MixedPrecision, data["mixed_precision"], "quantize.mixed_precision")
+            mixed = located_settings(loc, MixedPrecision, data["mixed_precision"], "quantize.mixed_precision")
     return Step(kind, optional, parsed, embeddings, mixed)
 
 
