@@ -4,11 +4,12 @@ same run, the pick re-run with `compress run`, and trials per minute on 1 and 2 
     python benchmarks/search.py                    # writes benchmarks/results/search.{md,json}
     SEARCH_TRIALS=36 SEARCH_LIMIT=500 SEARCH_BUDGET_S=5 python benchmarks/search.py
 
-1. The search: `compress search <MiniLM> --min-retention 0.99 --objective both --runtime onnxruntime`
-   with the default space (recipes/search/default.yaml), 2 workers, SEARCH_TRIALS trials; its first
-   trials are the shipped recipes (the seeds), so they are measured in the same run, alike.
+1. The search: `compress search <MiniLM> --min-retention 0.99 --objective both` timed on the search's
+   default runtime (the one compress recommends for this CPU; SEARCH_RUNTIME names another), with the
+   default space (recipes/search/default.yaml), 2 workers, SEARCH_TRIALS trials; its first trials are
+   the shipped recipes (the seeds), so they are measured in the same run, alike.
 2. For every finished trial that keeps the floor: which shipped recipes it beats (equal or better
-   retention, and smaller or faster on ONNX Runtime), and whether one point beats them all.
+   retention, and smaller or faster on the same runtime), and whether one point beats them all.
 3. The pick (SEARCH_PICK, under SEARCH_MIN_SPEEDUP) is run again by `compress run` on its recipe, in a
    fresh process: retention and size must reproduce and its gate must pass.
 4. The seed trials alone on 1 worker (a second search), against the first as many trials of the
@@ -40,6 +41,7 @@ MIN_SPEEDUP = os.environ.get("SEARCH_MIN_SPEEDUP", "1.0")
 RATE_TRIALS = int(os.environ.get("SEARCH_RATE_TRIALS", "6"))  # the first N seed trials, on 1 and 2 workers
 # The space searched: the default one, or SEARCH_SPACE (benchmarks/search_space.yaml: without distillation).
 SPACE = os.environ.get("SEARCH_SPACE", "")
+RUNTIME = os.environ.get("SEARCH_RUNTIME", "")  # empty: the search's default for this CPU
 SCRATCH = WORK / "search"
 
 
@@ -78,7 +80,8 @@ class Load:
 
 def search_args(out: Path, trials: int, workers: int, pick: bool) -> list[str]:
     args = ["search", str(minilm_path()), "-o", str(out), "--min-retention", "0.99", "--objective", "both"]
-    args += ["--runtime", "onnxruntime", "--limit", LIMIT, "--budget", BUDGET_S]
+    args += ["--runtime", RUNTIME] if RUNTIME else []
+    args += ["--limit", LIMIT, "--budget", BUDGET_S]
     args += ["--trials", str(trials), "--workers", str(workers), "-q"]
     if SPACE:
         args += ["--space", SPACE]
@@ -131,39 +134,57 @@ def beats(trials: list[dict], seeds: list[dict]) -> list[dict]:
     return out
 
 
+RUNTIME_NAMES = {"openvino": "OpenVINO", "onnxruntime": "ONNX Runtime", "torch": "torch"}
+SPEED_TEXT = {
+    "onnxruntime": "ONNX Runtime on CPU, every trial exported to ONNX (model.onnx, as the shipped "
+    "int8-dynamic recipe does)",
+    "openvino": "OpenVINO on CPU, every trial's model converted by the evaluator (static INT8 as an integer "
+    "graph with its float parts in bf16 where the CPU has BF16, bf16 models in bf16, weight-only models as "
+    "their float export) against the float model in OpenVINO (f32)",
+    "torch": "torch on CPU",
+}
+
+
 def render(data: dict) -> str:
     s = data["search"]
+    runtime = s["latency"].split("/")[1]
+    name = RUNTIME_NAMES.get(runtime, runtime)
     lines = [
         "# `compress search` on MiniLM: the Pareto front against the shipped recipes",
         "",
-        f"all-MiniLM-L6-v2 (float32, 90.9 MB). `compress search --min-retention 0.99 --objective both "
-        f"--runtime onnxruntime --limit {LIMIT} --budget {BUDGET_S} --trials {TRIALS} --workers 2"
+        "all-MiniLM-L6-v2 (float32, 90.9 MB). `compress search --min-retention 0.99 --objective both"
+        f"{' --runtime ' + RUNTIME if RUNTIME else ''} --limit {LIMIT} --budget {BUDGET_S} --trials {TRIALS}"
+        " --workers 2"
         f"{' --space ' + SPACE if SPACE else ''}`, {_space_text()} then "
-        "INT8 (weight-only, dynamic or static activations, SmoothQuant) or INT4 (rtn/mse/hqq/gptq/awq, "
+        "BF16, INT8 (weight-only, dynamic or static activations, SmoothQuant) or INT4 (rtn/mse/hqq/gptq/awq, "
         "groups 32/64/128), embeddings float/as the layers/INT8, 0/2/4/8 most sensitive layers kept at "
         "higher precision. The six shipped recipes are the first six trials (seeds), measured in the same "
         "run. Accuracy: spam linear probe fitted on the baseline's embeddings of "
         f"{LIMIT} emails, scored on up to {LIMIT} others (retention moves in steps of about 1/{LIMIT}). "
-        "Speed: "
-        "ONNX Runtime on CPU, every trial exported to ONNX (model.onnx, as the shipped int8-dynamic recipe "
-        "does), batch 8 x 128 tokens, baseline and candidate interleaved; each worker 1 thread.",
+        f"Speed: {SPEED_TEXT.get(runtime, runtime)} (the search's runtime: "
+        f"{'--runtime' if RUNTIME else 'its default, the one compress recommends for this CPU'}), batch "
+        "8 x 128 tokens, baseline and candidate interleaved; each worker 1 thread.",
         "",
         f"Budget: {TRIALS} trials. Wall time {s['wall_s']:.0f} s ({s['wall_s'] / 60:.1f} min), "
         f"{data['rate']['2 workers, whole search']['per_minute']} trials per minute over the "
         f"{data['rate']['2 workers, whole search']['trials']} finished; {s['counts']}.",
         "",
         f"**Machine**: {data['machine']}. Load average (1 min) during the run: "
-        f"{data['load']['min']:.1f} to {data['load']['max']:.1f}, median {data['load']['median']:.1f}: other "
-        "jobs shared the two cores, so times and speedups are indicative (speedups are per trial, baseline "
-        "and candidate timed alternately, which survives load better than absolute times).",
+        f"{data['load']['min']:.1f} to {data['load']['max']:.1f}, median {data['load']['median']:.1f}"
+        + (
+            ": other jobs shared the two cores, so times and speedups are indicative (speedups are per trial, "
+            "baseline and candidate timed alternately, which survives load better than absolute times)."
+            if data["load"]["median"] > 2.5
+            else " (the search's own two workers: no other job ran)."
+        ),
         "",
         "## Pareto front (trials that keep 99%)",
         "",
-        data["front_md"],
+        _front_table(s["front"], name),
         "## The shipped recipes (seed trials) and the trials that beat them",
         "",
         markdown_table(
-            ["seed trial", "size ratio", "retention", "speedup (ORT)"],
+            ["seed trial", "size ratio", "retention", f"speedup ({name})"],
             [[x["name"], x["size_ratio"], x["retention"], x["speedup"]] for x in data["seeds"]],
         ),
         "",
@@ -185,7 +206,7 @@ def render(data: dict) -> str:
         "",
         f"Points that beat every shipped recipe: {', '.join(data['beat_all']) or 'none'}.",
         "",
-        *_repeats(data["search"]["trials"], data["seeds"]),
+        _duplicates(s.get("duplicates") or []),
         "",
         "## The pick, run again with `compress run`",
         "",
@@ -207,8 +228,7 @@ def render(data: dict) -> str:
         ),
         "",
         f"The first {RATE_TRIALS} seed trials on 1 worker (a search of its own) and the first {RATE_TRIALS} "
-        "trials to finish in the 2-worker search. Two workers on two cores that other jobs also used: see "
-        "the load above.",
+        "trials to finish in the 2-worker search (two workers on two cores; see the load above).",
     ]
     if data["failed"]:
         lines += ["", "## Failed trials", "", *[f"- {f}" for f in data["failed"]]]
@@ -263,7 +283,6 @@ def summarize(samples: list[float]) -> None:
         "seeds": seeds,
         "beaters": beaters,
         "beat_all": [b["name"] for b in beaters if b["beats_all"]],
-        "front_md": _front_table(front["front"]),
         "pick_md": _pick_table(_picked_trial(main_out, front["trials"]), pick, rerun, code, err),
         "rate": rates,
         "load": {"min": min(samples), "max": max(samples), "median": statistics.median(samples)},
@@ -281,21 +300,15 @@ def _rate(folder: Path, first: int) -> dict:
         return {"trials": 0, "wall_s": None, "per_minute": None, "per_minute_trials_only": None}
 
 
-def _repeats(trials: list[dict], seeds: list[dict]) -> list[str]:
-    """Trials the sampler chose that are a seed's recipe again: not counted as beating it, but the two
-    measurements of one recipe show how much the timing moved under the machine's load."""
-    lines = []
-    for t in trials:
-        seed = next((s for s in seeds if s["passes"] == t["passes"] and not t["seed"]), None)
-        if seed:
-            lines.append(
-                f"Trial {t['trial']} ({t['name']}) is the recipe of seed {seed['name']} again (the sampler "
-                f"chose it): retention {t['retention']:.4f} vs {seed['retention']:.4f}, size ratio "
-                f"{t['size_ratio']:.4f} vs {seed['size_ratio']:.4f}, speedup {t['speedup']:.3f} vs "
-                f"{seed['speedup']:.3f}: the same recipe, "
-                "so the speedup difference is the timing noise under this load; not counted as a win."
-            )
-    return lines
+def _duplicates(rows: list[dict]) -> str:
+    """The points the sampler proposed whose recipe an earlier trial had run: not run again."""
+    if not rows:
+        return "The sampler proposed no recipe twice."
+    listed = ", ".join(f"#{r['trial']} (= #{r['of']})" for r in rows)
+    return (
+        f"Points proposed again (the recipe of an earlier trial; told its values, not run, not counted in "
+        f"the budget): {len(rows)}: {listed}."
+    )
 
 
 def _space_text() -> str:
@@ -311,9 +324,9 @@ def _space_text() -> str:
     )
 
 
-def _front_table(rows: list[dict]) -> str:
+def _front_table(rows: list[dict], runtime: str) -> str:
     return markdown_table(
-        ["trial", "passes", "size MB", "size ratio", "retention", "speedup (ORT)"],
+        ["trial", "passes", "size MB", "size ratio", "retention", f"speedup ({runtime})"],
         [[r["name"], r["passes"], r["size_mb"], r["size_ratio"], r["retention"], r["speedup"]] for r in rows],
     )
 
@@ -345,7 +358,7 @@ def _pick_table(trial: dict | None, pick: dict, rerun: dict | None, code: int, e
         row("the pick, re-run by `--pick` into DIR/pick", pick),
         row("`compress run DIR/pick/recipe.yaml` (fresh process)", rerun),
     ]  # fmt: skip
-    table = markdown_table(["", "size ratio", "retention", "speedup (ORT)"], rows)
+    table = markdown_table(["", "size ratio", "retention", "speedup"], rows)
     gate = err.strip().splitlines()[-1] if err.strip() else ""
     return table + f"\n`compress run` exit code {code}: {gate}\n"
 

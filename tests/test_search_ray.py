@@ -23,6 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from compress.cli import main
+from compress.search.setup import default_runtime
 from tests.test_search_space import write_space
 
 pytest.importorskip("ray")
@@ -131,7 +132,8 @@ def test_a_search_on_a_ray_head_started_with_ray_start(ray_head, tmp_path, tiny_
     assert starts[0]["name"] == "seed-int8"  # the seed recipe is the first trial
     assert len({e["trial"] for e in events if e["event"] in ("done", "failed")}) == 3
     front = json.loads((out / "front.json").read_text())
-    assert front["schema"] == "compress.search/1" and front["latency"] == "cpu/torch"
+    # timed on the runtime compress recommends for this CPU, as --target auto (no --runtime given)
+    assert front["schema"] == "compress.search/1" and front["latency"] == f"cpu/{default_runtime()}"
     assert front["front"] and all(r["keeps_floor"] for r in front["front"])
     assert (out / "pareto.png").read_bytes().startswith(b"\x89PNG")
     from compress.history import History
@@ -231,3 +233,39 @@ def test_an_interrupted_search_resumes_without_repeating_trials(ray_head, tmp_pa
     assert counts.get("complete", 0) + counts.get("failed", 0) == 3, counts
     interrupted = [e["trial"] for e in events if e["event"] == "interrupted"]
     assert counts.get("interrupted", 0) == len(interrupted)
+
+
+TWO_POINTS = """\
+version: 1
+name: two
+quantize:
+  embeddings: [float, same]
+  variants:
+    int8: {scheme: int8}
+"""
+
+
+def test_a_recipe_already_measured_is_not_run_again(ray_head, tmp_path, tiny_bert):
+    """A space of two recipes and a budget of four trials: both run once, every further point the
+    sampler proposes is told the earlier values without running, and the search stops when it keeps
+    proposing measured recipes (it does not loop for ever)."""
+    space, out = tmp_path / "space.yaml", tmp_path / "out"
+    space.write_text(TWO_POINTS)
+    args = ["search", str(tiny_bert), "-o", str(out), "--space", str(space), "--trials", "4"]
+    args += ["--workers", "1", "--address", ray_head, *QUICK, "--budget", "0.3", "--min-retention", "0.5"]
+    result = CliRunner().invoke(main, args, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    events = _events(out)
+    starts = [e for e in events if e["event"] == "start"]
+    assert len(starts) == 2  # each recipe ran once
+    repeats = [e for e in events if e["event"] == "duplicate"]
+    assert repeats and {e["of"] for e in repeats} <= {e["trial"] for e in starts}
+    assert "not run again" in result.output
+    assert any(e["event"] == "exhausted" for e in events)
+    front = json.loads((out / "front.json").read_text())
+    assert front["counts"]["complete"] == 2 and front["counts"]["duplicate"] == len(repeats)
+    assert len(front["trials"]) == 2  # the tables hold each measured recipe once
+    assert "stopped before its budget" in (out / "front.md").read_text()
+    from compress.search.study import finished, open_study
+
+    assert finished(open_study(out, "both", 0, create=False)) == 2  # repeats count against no budget

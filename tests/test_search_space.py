@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from compress.cli import main
 from compress.errors import BadInput
 from compress.recipe import Evaluation, Recipe
-from compress.search.points import Context, Fixed, effective, point_of, recipe_of
+from compress.search.points import Context, Fixed, effective, point_of, recipe_key, recipe_of
 from compress.search.space import SearchSpace
 from compress.search.variants import Choice, Range
 
@@ -327,3 +327,12 @@ def test_cz_search_is_the_search_and_loads_ray_and_optuna_only_when_called():
     for source in (code, after):
         done = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
+
+
+def test_the_same_recipe_has_the_same_key_whatever_its_name():
+    space = SearchSpace.load(DEFAULT)
+    point = point_of(space, Recipe.load(ROOT / "recipes" / "int8-dynamic.yaml"), CTX)
+    seed, sampled = (recipe_of(space, Fixed(point), CTX, name) for name in ("int8-dynamic", "t11"))
+    assert recipe_key(seed) == recipe_key(sampled)
+    other = recipe_of(space, Fixed({**point, "quantize.embeddings": "int8"}), CTX, "t12")
+    assert recipe_key(other) != recipe_key(seed)

@@ -7,6 +7,7 @@ import json
 import sys
 
 import click
+from click.core import ParameterSource
 
 from compress.cli.common import (
     eval_options,
@@ -52,7 +53,9 @@ from compress.cli.common import (
 def search_command(source: str, **opts) -> None:
     """Search MODEL's compressions (pruning, distillation, quantization, mixed precision) for those
     that keep --min-retention of its accuracy and are smallest or fastest: Optuna's multi-objective
-    sampler, seeded with the recipes in recipes/, each trial a recipe run on a Ray worker.
+    sampler, seeded with the recipes in recipes/, each trial a recipe run on a Ray worker. Speed is
+    timed on the runtime compress recommends for this CPU (as --target auto; OpenVINO where it runs)
+    unless --runtime names one.
 
     \b
     compress search model.safetensors --min-retention 0.99 --trials 40 -o out/search
@@ -62,11 +65,13 @@ def search_command(source: str, **opts) -> None:
     """
     from compress.history import History
     from compress.search.driver import execute
-    from compress.search.setup import prepare
+    from compress.search.setup import default_runtime, prepare
 
     e = evaluation_from_options(opts)
     if opts["devices"] == "cpu,cuda":  # the evaluator's default; a search times where it runs
         e = e.replace(devices=("cpu",))
+    if click.get_current_context().get_parameter_source("runtimes") == ParameterSource.DEFAULT:
+        e = e.replace(runtimes=(default_runtime(),))  # the fastest runtime measured for this CPU
     history = None if opts["no_history"] else History(opts["history_path"])
     plan = prepare(
         source, opts["output"], opts["min_retention"], opts["objective"], opts["space"], opts["trials"],
@@ -93,6 +98,13 @@ def search_command(source: str, **opts) -> None:
 
 
 def _trial_line(event: dict) -> None:
+    if event["event"] == "duplicate":
+        stderr.print(
+            f"trial {event['trial']}: the recipe of trial {event['of']} ({event['of_name']}), not run again",
+            soft_wrap=True,
+            markup=False,
+        )
+        return
     values = event.get("values")
     what = ", ".join(f"{v:.4g}" for v in values) if values else event.get("error", "")
     stderr.print(

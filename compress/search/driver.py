@@ -45,7 +45,8 @@ def search(
     space file (default: recipes/search/default.yaml). `trials` or `time_budget` ('30m'): when to stop
     (default 20 trials). `workers`: how many trials at once (default: as this machine, or the cluster
     at `address`, allows). `resume`: continue the search in `output`. `evaluation`: how each trial is
-    measured (a recipe's `evaluate:` section as an Evaluation or dict; default: CPU, torch). Every
+    measured (a recipe's `evaluate:` section as an Evaluation or dict; default: CPU, timed on the
+    runtime compress recommends for this CPU, as `--target auto` chooses it). Every
     trial is a run of the one runner, appended to `history` ("default", a History, or None).
 
     Returns a SearchResult: `.table()`, `.front()`, `.plot()`, `.best(...)` and `.save(trial, dir)`.

@@ -3,7 +3,9 @@
 As many trials run at once as there are workers. A trial whose settings the passes refuse fails at
 once, without a worker; one that fails on its worker is reported and skipped; one whose worker dies
 (killed, out of memory) is tried again on the restarted worker, then reported as failed. None of
-them stops the search. Each event is a line in the output folder's trials.jsonl.
+them stops the search. A point whose recipe an earlier trial already ran (or is running) is not run
+again nor counted against the budget: Optuna is told the earlier trial's values, so the sampler moves
+on. Each event is a line in the output folder's trials.jsonl.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from compress.errors import BadInput, CompressError
 from compress.search import record
-from compress.search.points import Context, recipe_of
+from compress.search.points import Context, recipe_key, recipe_of
 
 if TYPE_CHECKING:
     from compress.search.setup import Plan
 
 MAX_ATTEMPTS = 2  # a trial whose worker died runs once more
+MAX_REPEATS = 50  # points in a row that repeat a measured recipe: the space holds nothing new
 WAIT_S = 2.0
 
 
@@ -50,6 +53,8 @@ class Loop:
             plan.model_sha256,
         )
         self.done = 0
+        self.repeats = 0  # in a row
+        self.exhausted = False
 
     def run(self) -> None:
         from compress.search.study import finished
@@ -64,7 +69,11 @@ class Loop:
         running: dict[Any, Job] = {}
         try:
             while True:
-                while idle and budget.open(self.done, len(running), time.monotonic() - started):
+                while (
+                    idle
+                    and not self.exhausted
+                    and budget.open(self.done, len(running), time.monotonic() - started)
+                ):
                     job = self._dispatch(idle[-1])
                     if job is not None:
                         running[job.ref] = job
@@ -96,9 +105,53 @@ class Loop:
         except BadInput as exc:
             self._failed(Job(trial, None, actor), f"bad setting: {exc}")
             return None
+        key = recipe_key(recipe)
+        trial.set_user_attr("recipe_key", key)
+        earlier = self._same_recipe(key, trial.number)
+        if earlier is not None:
+            self._repeat(trial, recipe, earlier)
+            return None
+        self.repeats = 0
         job = Job(trial, recipe, actor)
         self._submit(job)
         return job
+
+    def _same_recipe(self, key: str, number: int) -> Any:
+        """The earlier trial (complete first, else running or failed) whose recipe has this key."""
+        from optuna.trial import TrialState
+
+        found = None
+        for t in self.study.get_trials(deepcopy=False):
+            attrs = t.user_attrs
+            if t.number == number or attrs.get("recipe_key") != key:
+                continue
+            if attrs.get("interrupted") or "duplicate_of" in attrs:
+                continue
+            if t.state == TrialState.COMPLETE:
+                return t
+            if t.state in (TrialState.RUNNING, TrialState.FAIL) and found is None:
+                found = t
+        return found
+
+    def _repeat(self, trial: Any, recipe: Any, earlier: Any) -> None:
+        self.keeper.repeat(trial, recipe.name, earlier)
+        self.repeats += 1
+        line = {
+            "trial": trial.number,
+            "name": recipe.name,
+            "of": earlier.number,
+            "of_name": earlier.user_attrs.get("name", ""),
+        }
+        record.log(self.plan.folder, "duplicate", **line)
+        if self.on_trial is not None:
+            self.on_trial({"event": "duplicate", **line})
+        if self.repeats >= MAX_REPEATS:
+            self.exhausted = True
+            record.log(
+                self.plan.folder,
+                "exhausted",
+                reason=f"the sampler proposed {MAX_REPEATS} measured recipes in a row",
+            )
 
     def _submit(self, job: Job) -> None:
         job.ref = job.actor.run.remote(job.recipe.to_yaml())

@@ -124,9 +124,11 @@ def _quantize(cfg: Any) -> str:
             + {"none": "", "dynamic": " dynamic", "static": " static"}[getattr(cfg, "activations", "none")]
         )
         alpha = getattr(cfg, "smooth_alpha", None)
-        text += f" sq{alpha:g}" if alpha is not None else ""
-    else:
+        text += "" if alpha is None else f" sq{alpha:g}" if isinstance(alpha, float) else f" sq {alpha}"
+    elif cfg.scheme == "int4":
         text = f"int4 {cfg.method} g{cfg.group_size}{'' if cfg.symmetric else ' asym'}"
+    else:  # 16-bit
+        text = cfg.scheme
     kept = len(getattr(cfg, "keep_int8", ()) or ())
     if kept:
         text += f" ({kept} layers int8)"

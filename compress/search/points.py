@@ -174,6 +174,16 @@ def point_of(space: SearchSpace, recipe: Recipe, ctx: Context) -> dict[str, Any]
     raise BadInput(f"recipe '{recipe.name}' is not a point of the search space ({_why(space, slots)}).")
 
 
+def recipe_key(recipe: Recipe) -> str:
+    """What makes two trials the same measurement: their passes as the runner resolves them and their
+    exports (two points of the space can build the same recipe; the sampler can ask for one twice)."""
+    import hashlib
+    import json
+
+    steps = [effective(recipe), [step.to_dict() for step in recipe.export]]
+    return hashlib.sha256(json.dumps(steps, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def effective(recipe: Recipe) -> list[dict[str, Any]]:
     """Each pass's settings as the runner resolves them (the calibration it draws filled in)."""
     from compress.plan import _step as resolve

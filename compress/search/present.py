@@ -34,6 +34,11 @@ def as_dict(result: Any) -> dict[str, Any]:
             for t in result.trials
             if t.state in ("failed", "interrupted")
         ],
+        "duplicates": [
+            {"trial": t.number, "name": t.name, "of": t.duplicate_of}
+            for t in result.trials
+            if t.state == "duplicate"
+        ],
         "notes": list(result.notes),
     }
 
@@ -63,6 +68,9 @@ def as_markdown(result: Any) -> str:
             f"- #{f['trial']} {f['name']} ({f['state']}, {f['attempts']} attempts): {f['error']}"
             for f in d["failed"]
         ]
+    if d["duplicates"]:
+        lines += ["", "### Points not run again (an earlier trial ran the same recipe)", ""]
+        lines += [f"- #{x['trial']} {x['name']}: the recipe of #{x['of']}" for x in d["duplicates"]]
     if d["notes"]:
         lines += ["", *[f"- {n}" for n in d["notes"]]]
     return "\n".join(lines) + "\n"

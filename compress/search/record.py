@@ -85,6 +85,18 @@ class Keeper:
         self.study.tell(trial, values)
         return values
 
+    def repeat(self, trial: Any, name: str, earlier: Any) -> None:
+        """A trial whose recipe `earlier` ran (or is running): told the earlier values (failed, when
+        the earlier one failed or has none yet), marked `duplicate_of`; nothing is written for it."""
+        from optuna.trial import TrialState
+
+        _attrs(trial, {"name": name, "duplicate_of": earlier.number})
+        if earlier.state == TrialState.COMPLETE:
+            trial.set_constraint("retention_floor", self.floor - earlier.values[0])
+            self.study.tell(trial, list(earlier.values))
+        else:
+            self.study.tell(trial, state=TrialState.FAIL)
+
     def failed(self, trial: Any, recipe: Any | None, error: str, attrs: dict[str, Any]) -> None:
         from optuna.trial import TrialState
 

@@ -23,12 +23,13 @@ from compress.search.pick import choose, ci_rules, describe_passes
 class Trial:
     number: int
     name: str
-    state: str  # complete | failed | interrupted | running | waiting
+    state: str  # complete | failed | interrupted | duplicate | running | waiting
     params: dict[str, Any]
     attempts: int = 1
     seconds: float | None = None
     error: str | None = None
     seed: str | None = None
+    duplicate_of: int | None = None  # the earlier trial that ran this recipe (this one did not run)
     recipe: Any = None  # compress.recipe.Recipe, as it ran
     report: Any = None  # compress.report.Report
 
@@ -68,7 +69,13 @@ class SearchResult:
         except (OSError, json.JSONDecodeError) as exc:
             raise BadInput(f"{folder}: is not a search folder ({SETTINGS}: {exc}).") from None
         study = open_study(folder, settings["objective"], settings.get("seed", 0), create=False)
-        return cls(folder, settings, [_trial(folder, t) for t in study.get_trials(deepcopy=False)])
+        trials = [_trial(folder, t) for t in study.get_trials(deepcopy=False)]
+        notes = [
+            f"the search stopped before its budget: {e['reason']}; the space holds no new point it finds."
+            for e in record.events(folder)
+            if e["event"] == "exhausted"
+        ]
+        return cls(folder, settings, trials, notes)
 
     # ---- reading ---------------------------------------------------------------------------------
     @property
@@ -240,6 +247,8 @@ def _trial(folder: Path, frozen: Any) -> Trial:
     state = {"fail": "failed", "interrupted": "interrupted"}.get(state, state)
     if state == "failed" and attrs.get("interrupted"):
         state = "interrupted"
+    if "duplicate_of" in attrs:
+        state = "duplicate"
     here = record.trial_folder(folder, frozen.number)
     recipe = Recipe.load(here / "recipe.yaml") if (here / "recipe.yaml").is_file() else None
     report = Report.load(here / "report.json") if (here / "report.json").is_file() else None
@@ -252,6 +261,7 @@ def _trial(folder: Path, frozen: Any) -> Trial:
         seconds=attrs.get("seconds"),
         error=attrs.get("error"),
         seed=attrs.get("seed"),
+        duplicate_of=attrs.get("duplicate_of"),
         recipe=recipe,
         report=report,
     )

@@ -195,11 +195,26 @@ def _source(model: Any) -> Path:
     return resolve_checkpoint(model).resolve()
 
 
+def default_runtime() -> str:
+    """The runtime a search times on unless told: the one compress recommends for this CPU (the
+    runtime of `--target auto`: OpenVINO where it runs here), so that its speedups are those of the
+    fastest deployment measured on this class of CPU, and the seed recipes are timed there too."""
+    from compress.errors import Unavailable
+    from compress.hardware import detect
+    from compress.recommend import recommend
+
+    try:
+        return recommend(detect()).runtime
+    except Unavailable:  # neither OpenVINO nor ONNX Runtime runs here: torch, which always does
+        return "torch"
+
+
 def _evaluation(evaluation: Any) -> Evaluation:
-    """The evaluation every trial gets (default: CPU, torch), timed on a fixed number of threads (1
-    unless it says): each worker gets that many CPUs, and the chosen recipe re-runs timed alike."""
+    """The evaluation every trial gets (default: CPU, default_runtime()), timed on a fixed number of
+    threads (1 unless it says): each worker gets that many CPUs, and the chosen recipe re-runs timed
+    alike."""
     if evaluation is None:
-        evaluation = Evaluation(devices=("cpu",))
+        evaluation = Evaluation(devices=("cpu",), runtimes=(default_runtime(),))
     elif isinstance(evaluation, dict):
         evaluation = Evaluation.from_dict(evaluation, "evaluation")
     elif not isinstance(evaluation, Evaluation):

@@ -104,8 +104,9 @@ def recover(study) -> list[int]:
 
 
 def finished(study) -> int:
-    """Trials that count against the budget: complete or failed, not the interrupted ones."""
+    """Trials that count against the budget: complete or failed, not the interrupted ones nor the
+    repeats of a recipe already measured (compress.search.loop)."""
     from optuna.trial import TrialState
 
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
-    return sum(not t.user_attrs.get("interrupted") for t in done)
+    return sum(not t.user_attrs.get("interrupted") and "duplicate_of" not in t.user_attrs for t in done)
