@@ -172,8 +172,8 @@ def render(data: dict) -> str:
         f"**Machine**: {data['machine']}. Load average (1 min) during the run: "
         f"{data['load']['min']:.1f} to {data['load']['max']:.1f}, median {data['load']['median']:.1f}"
         + (
-            ": other jobs shared the two cores, so times and speedups are indicative (speedups are per trial, "
-            "baseline and candidate timed alternately, which survives load better than absolute times)."
+            ": other jobs shared the two cores, so times and speedups are indicative (speedups are per "
+            "trial, baseline and candidate timed alternately, which survives load better than times)."
             if data["load"]["median"] > 2.5
             else " (the search's own two workers: no other job ran)."
         ),
