@@ -154,6 +154,25 @@ def test_ir_of_int4_with_embeddings_keeps_4_bit_weights(_tiny_bert_src, tmp_path
     assert counts["f32/u4"] == LINEARS  # 4-bit weights decompressed in the kernel, activations float
 
 
+def test_int4_with_layers_kept_at_int8_runs_both_weight_widths(_tiny_bert_src, tmp_path):
+    """Mixed precision (an INT4 pass's keep_int8): the kept layers go to OpenVINO as int8 weights
+    dequantized in the graph, the others as MatMulNBits; the evaluator and the IR agree with torch."""
+    folder = quantize_cli(
+        _tiny_bert_src, tmp_path / "mixed", "--scheme", "int4", "--group-size", "16", "--keep-int8", "*.query"
+    )
+    report = evaluate(folder, _tiny_bert_src)
+    row = report.latency_row("cpu", "openvino")
+    assert row is not None and row["status"] == "ok", report.latency
+    assert row["openvino"]["candidate"]["source"] == "integer graph"
+    assert row["openvino"]["candidate"]["check_max_abs_diff"] < 1e-4
+    assert row["openvino_precisions"]["candidate"] == {"f32": 4, "f32/i8": 2, "f32/u4": LINEARS - 2}
+    cfg = export_config_from_dict({"format": "openvino"})
+    get_exporter("openvino").check([cz.Quantize.from_dict({"scheme": "int4", "keep_int8": ["*.query"]})], cfg)
+    run_exports(folder, [cfg])
+    got, want = outputs_through(folder / IR_DIR / IR_NAME, cz.load(folder))
+    assert (got - want).abs().max().item() < 1e-4
+
+
 def test_float_ir_equals_torch(_tiny_bert_src, tmp_path):
     folder = tmp_path / "bert"
     shutil.copytree(_tiny_bert_src.parent, folder)

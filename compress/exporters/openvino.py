@@ -3,8 +3,8 @@ tokenizer files beside it) built on the checkpoint's own integers, checked again
 is kept.
 
 - An encoder or classifier (compress.openvino.ir): that `openvino.Core().read_model` loads; static
-  INT8 from compress's QDQ graph (u8 x i8 kernels), INT4 as 4-bit compressed weights, quantized
-  embeddings as int8 / int4 tables; a float model as float32.
+  INT8 from compress's QDQ graph (u8 x i8 kernels), INT4 as 4-bit compressed weights (the layers it
+  keeps at INT8 as 8-bit ones), quantized embeddings as int8 / int4 tables; a float model as float32.
 - A causal LM (compress.openvino.llm): a stateful IR (KV cache as state, beam_idx input) with the
   tokenizer converted beside it, which openvino-genai's LLMPipeline loads; INT4 / INT8 weight-only
   layers and embeddings as compressed weights (the stored codes, scales and zero points).
@@ -28,7 +28,7 @@ class OpenVinoExportConfig(ExportConfig):
 def check(passes: list[Any], cfg: OpenVinoExportConfig, family: str | None = None) -> None:
     """Refuse, before any pass runs, what the IR cannot hold: for a causal LM (`family`
     'causal-lm'), quantized activations; for other models, INT8 without static activations (no
-    OpenVINO integer kernel for it) and INT4 mixed with INT8 weight-only layers."""
+    OpenVINO integer kernel for it). An INT4 pass's layers kept at INT8 go as 8-bit compressed weights."""
     from compress.openvino.ir import refusal
     from compress.openvino.llm import llm_refusal
 
@@ -36,12 +36,7 @@ def check(passes: list[Any], cfg: OpenVinoExportConfig, family: str | None = Non
     if last is None or getattr(last, "backend", "compress") != "compress":
         return
     scheme, activations = getattr(last, "scheme", None), getattr(last, "activations", "none")
-    if family == "causal-lm":
-        reason = llm_refusal(activations)
-    else:
-        reason = refusal(scheme, activations)
-        if reason is None and getattr(last, "keep_int8", ()):
-            reason = refusal("int8", "none")
+    reason = llm_refusal(activations) if family == "causal-lm" else refusal(scheme, activations)
     if reason:
         raise BadInput(reason)
 

@@ -17,6 +17,9 @@ rewritten to run on the stored integers:
 - SmoothQuant factors (a layer's input_smooth): one Mul before the quantization of each input.
 - INT4 (weight-only): com.microsoft MatMulNBits with the packed codes, scales and zero points as
   stored (the stored form is MatMulNBits' layout).
+- INT8 weight-only (the layers an INT4 pass keeps at INT8), QDQ form only: DequantizeLinear of the
+  int8 weight into a float MatMul, which OpenVINO runs on the compressed weight. ONNX Runtime has no
+  kernel for it faster than float, so the qoperator form refuses it.
 
 - Embedding tables (INT8 or INT4): Gather of the stored codes, dequantized after the lookup
   (compress.onnx.embedding).
@@ -123,6 +126,9 @@ class _Rewriter:
 
         qt = target.qt
         if qt.scheme == "int8":
+            if self.activations == "none" and self.form == "qdq":
+                self.weight_only_matmul(x, target, output)
+                return
             if self.activations == "none":
                 raise Unsupported(
                     "ONNX integer export: INT8 needs activations 'dynamic' or 'static' here (weight-only "
@@ -165,6 +171,24 @@ class _Rewriter:
                 block_size=group,
             )
         )
+
+    def weight_only_matmul(self, x: str, target: Target, output: str) -> None:
+        """x @ W^T on the stored int8 weight, dequantized in the graph (QDQ form, float activations):
+        the compressed-weight pattern OpenVINO reads as an int8 weight (the INT8 layers an INT4 pass
+        keeps, compress.passes.quantize keep_int8)."""
+        import numpy as np
+        from onnx import helper
+
+        qt = target.qt
+        if qt.group_size is not None:
+            raise Unsupported(
+                f"ONNX integer export: '{target.name}' is INT8 in groups; QDQ takes one per row."
+            )
+        weight = self.const("w_s8", qt.data.numpy().T.copy())  # [in, out]
+        w_scale = self.const("w_scale", qt.scale.float().numpy().reshape(-1))
+        w_zero = self.const("w_zp", np.zeros(qt.rows, dtype=np.int8))
+        dequantized = self.node("DequantizeLinear", [weight, w_scale, w_zero], axis=1)
+        self.nodes.append(helper.make_node("MatMul", [x, dequantized], [output], name=self.fresh("mm")))
 
     def static_matmul(self, x: str, target: Target, output: str) -> None:
         """x @ W^T from the stored int8 weight and the layer's calibrated input range."""

@@ -62,13 +62,16 @@ def refusal(scheme: str | None, activations: str | None) -> str | None:
 
 
 def quantization(module) -> tuple[str | None, str]:
-    """(scheme of the quantized Linear layers or None, their activation mode), with INT8 first."""
+    """(scheme of the quantized Linear layers or None, their activation mode), with INT8 first,
+    except in an INT4 model whose INT8 layers are weight-only (an INT4 pass's keep_int8): INT4."""
     from compress.onnx.integer import activation_mode
     from compress.qmodules import QuantLinear
 
     schemes = {m.scheme for m in module.modules() if isinstance(m, QuantLinear)}
-    scheme = "int8" if "int8" in schemes else next(iter(schemes), None)
-    return scheme, activation_mode(module)
+    activations = activation_mode(module)
+    if "int4" in schemes and activations == "none":
+        return "int4", activations
+    return ("int8" if "int8" in schemes else next(iter(schemes), None)), activations
 
 
 def tolerance(module) -> dict:
