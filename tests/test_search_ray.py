@@ -91,6 +91,13 @@ def _wait_for(folder: Path, event: str, proc: subprocess.Popen, timeout: float =
     raise AssertionError(f"no '{event}' event within {timeout} s: {_events(folder)}")
 
 
+def _wait_until(condition, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.05)
+
+
 def _ray_folders(pid: int) -> set[Path]:
     """The /tmp/cz-ray-* folders named on the command lines of the processes under `pid` (its Ray)."""
     import psutil
@@ -174,13 +181,17 @@ def test_a_killed_worker_does_not_stop_the_search(ray_head, tmp_path, tiny_bert)
         "1",
     ]
     args += ["--address", address, *QUICK, "--budget", "2", "-q"]  # a trial long enough to kill it
+    scratch = Path(tempfile.gettempdir()) / "compress-search"  # where the trials write their models
+    before = set(scratch.glob("*")) if scratch.is_dir() else set()
     proc = subprocess.Popen(
         _command(*args), env=_ray_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     start = _wait_for(out, "start", proc)
-    os.kill(start["pid"], signal.SIGKILL)  # the worker process running trial 0, killed at once
+    _wait_until(lambda: any(p not in before for p in scratch.glob("*/trial-*")), "the trial's folder")
+    os.kill(start["pid"], signal.SIGKILL)  # the worker process running trial 0, killed mid-trial
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-3000:]
+    assert set(scratch.glob("*")) <= before  # the killed trial's files were removed with the search
     events = [e for e in _events(out) if e.get("trial") == start["trial"]]
     kinds = [e["event"] for e in events]
     assert "worker died" in kinds, events

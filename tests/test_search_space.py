@@ -232,7 +232,7 @@ def test_a_worker_on_another_node_writes_the_shipped_files_once(tiny_bert, tmp_p
     assert {"model.safetensors", "config.json", "tokenizer.json"} <= set(files["model"])
     evaluation = Evaluation(task="classification", data="spam", limit=8, devices=("cpu",))
     evaluation = evaluation.replace(latency=evaluation.latency.replace(budget_s=0.1, min_rounds=2, warmup=0))
-    setup = Setup(str(tiny_bert), "ab" * 32, (), "the driver's node", 1, evaluation.to_dict())
+    setup = Setup(str(tiny_bert), "ab" * 32, (), "the driver's node", 1, evaluation.to_dict(), "search-t")
     worker = TrialWorker(setup, [files])  # not the driver's node: it writes the files, then loads them
     assert worker.info()["shipped"] and str(worker.folder).startswith(str(tmp_path / "node"))
     assert worker.model.checkpoint.parent == worker.folder / "model"
@@ -244,8 +244,10 @@ def test_a_worker_on_another_node_writes_the_shipped_files_once(tiny_bert, tmp_p
     bad = worker.run(recipe.replace(passes=[recipe.passes[0].replace(targets=recipe.passes[0].targets.replace(
         include=("decoder.*",)))]).to_yaml())  # fmt: skip
     assert bad["bad_setting"] and "decoder.*" in bad["error"]
+    assert worker.scratch.is_dir() and not list(worker.scratch.iterdir())  # each trial removes its own
+    (worker.scratch / "trial-of-a-killed-worker").mkdir()
     worker.close()
-    assert not worker.folder.exists()
+    assert not worker.folder.exists() and not worker.scratch.exists()
 
 
 def _cli(args: list[str]):

@@ -9,7 +9,10 @@ interrupted, and `--resume` continues it.
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -99,7 +102,7 @@ def _run(plan: Plan, study: Any, ray_session: Any, progress: Any, on_trial: Any)
     from compress.search import cluster
     from compress.search.loop import Loop
     from compress.search.points import Context
-    from compress.search.worker import Setup, node_id, payload
+    from compress.search.worker import Setup, node_id, payload, scratch_folder
 
     threads = plan.evaluation.latency.threads or 1
     count, cpus, memory = cluster.plan_workers(ray_session, plan.source.stat().st_size, plan.workers, threads)
@@ -107,8 +110,12 @@ def _run(plan: Plan, study: Any, ray_session: Any, progress: Any, on_trial: Any)
     ray = cluster.ray_module()
     shipped = None if ray_session.started else ray.put(payload(plan.source, data))  # one node: no copy
 
+    scratch = f"search-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
     def setup_for(threads: int) -> Setup:
-        return Setup(str(plan.source), plan.model_sha256, data, node_id(), threads, plan.evaluation.to_dict())
+        return Setup(
+            str(plan.source), plan.model_sha256, data, node_id(), threads, plan.evaluation.to_dict(), scratch
+        )
 
     pool = cluster.Pool(setup_for, shipped, count, cpus, memory)
     try:
@@ -126,7 +133,10 @@ def _run(plan: Plan, study: Any, ray_session: Any, progress: Any, on_trial: Any)
     except BaseException:
         pool.close(graceful=False)  # interrupted: do not wait for the trials still running
         raise
-    pool.close()
+    else:
+        pool.close()
+    finally:  # on this node, what the workers did not remove (a killed or interrupted trial's model)
+        shutil.rmtree(scratch_folder(scratch), ignore_errors=True)
 
 
 def _sensitivity(plan: Plan, pool: Any) -> tuple[str, ...]:

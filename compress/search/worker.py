@@ -34,6 +34,13 @@ class Setup:
     driver_node: str  # Ray node id of the driver ("" outside Ray)
     threads: int
     evaluation: dict[str, Any]
+    scratch: str  # this search's scratch folder name (trials write there; removed when the search ends)
+
+
+def scratch_folder(name: str) -> Path:
+    """Where a search's trials write their models on a node: under one folder per search, so that a
+    trial whose worker was killed leaves nothing once the search ends."""
+    return Path(tempfile.gettempdir()) / "compress-search" / name
 
 
 def payload(weights: Path, data: tuple[str, ...]) -> dict[str, Any]:
@@ -68,6 +75,7 @@ class TrialWorker:
         torch.set_num_threads(setup.threads)
         self.setup = setup
         self.folder: Path | None = None
+        self.scratch = scratch_folder(setup.scratch)
         self.paths = self._localize(shipped)
         self.model = load(self.paths.get(setup.weights, setup.weights))
         self.evaluation = Evaluation.from_dict(setup.evaluation, "evaluate")
@@ -94,7 +102,8 @@ class TrialWorker:
         try:
             recipe = _relocate(Recipe.loads(recipe_yaml, "trial recipe"), self.paths)
             # Written to a folder and measured there, as `compress run` writes it: the size is the file's.
-            with tempfile.TemporaryDirectory(prefix="cz-trial-") as scratch:
+            self.scratch.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix="trial-", dir=self.scratch) as scratch:
                 result = run(
                     recipe,
                     self.model,
@@ -124,7 +133,9 @@ class TrialWorker:
         return measure_layers(self.model, settings.replace(data=data))
 
     def close(self) -> None:
-        """Remove the files written on this node (every worker there may call it; the first one does)."""
+        """Remove the files written on this node, shipped or left by a killed trial (every worker there
+        may call it; the first one does)."""
+        shutil.rmtree(self.scratch, ignore_errors=True)
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
 
