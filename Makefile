@@ -24,11 +24,11 @@ demo: $(STAMP)
 
 ## test: lint, then the whole test suite
 test: $(STAMP)
-	$(PY) -m ruff check compress tests benchmarks
+	$(PY) -m ruff check compress tests benchmarks notebooks
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(PY) -m ruff check compress tests benchmarks
+	$(PY) -m ruff check compress tests benchmarks notebooks
 	$(PY) -m ruff format --check compress tests benchmarks
 
 clean:
