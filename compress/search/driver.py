@@ -102,7 +102,7 @@ def _run(plan: Plan, study: Any, ray_session: Any, progress: Any, on_trial: Any)
     from compress.search import cluster
     from compress.search.loop import Loop
     from compress.search.points import Context
-    from compress.search.worker import Setup, node_id, payload, scratch_folder
+    from compress.search.worker import Setup, node_folder, node_id, payload
 
     threads = plan.evaluation.latency.threads or 1
     count, cpus, memory = cluster.plan_workers(ray_session, plan.source.stat().st_size, plan.workers, threads)
@@ -136,7 +136,7 @@ def _run(plan: Plan, study: Any, ray_session: Any, progress: Any, on_trial: Any)
     else:
         pool.close()
     finally:  # on this node, what the workers did not remove (a killed or interrupted trial's model)
-        shutil.rmtree(scratch_folder(scratch), ignore_errors=True)
+        shutil.rmtree(node_folder(scratch), ignore_errors=True)
 
 
 def _sensitivity(plan: Plan, pool: Any) -> tuple[str, ...]:

@@ -37,9 +37,10 @@ class Setup:
     scratch: str  # this search's scratch folder name (trials write there; removed when the search ends)
 
 
-def scratch_folder(name: str) -> Path:
-    """Where a search's trials write their models on a node: under one folder per search, so that a
-    trial whose worker was killed leaves nothing once the search ends."""
+def node_folder(name: str) -> Path:
+    """A folder of the searches on this node's disk: the files shipped to it (named by the checkpoint's
+    hash), and each search's scratch, where its trials write their models (one folder per search, so
+    that a trial whose worker was killed leaves nothing once the search ends)."""
     return Path(tempfile.gettempdir()) / "compress-search" / name
 
 
@@ -75,7 +76,7 @@ class TrialWorker:
         torch.set_num_threads(setup.threads)
         self.setup = setup
         self.folder: Path | None = None
-        self.scratch = scratch_folder(setup.scratch)
+        self.scratch = node_folder(setup.scratch)
         self.paths = self._localize(shipped)
         self.model = load(self.paths.get(setup.weights, setup.weights))
         self.evaluation = Evaluation.from_dict(setup.evaluation, "evaluate")
@@ -149,7 +150,7 @@ class TrialWorker:
             import ray
 
             files = ray.get(files)
-        self.folder = materialize(files, Path(tempfile.gettempdir()) / "compress-search" / s.sha256[:16])
+        self.folder = materialize(files, node_folder(s.sha256[:16]))
         paths = {s.weights: str(self.folder / "model" / Path(s.weights).name)}
         for i, name in enumerate(s.data):
             paths[name] = str(self.folder / "data" / f"{i}-{Path(name).name}")
