@@ -388,10 +388,11 @@ def _pick_table(trial: dict | None, pick: dict, rerun: dict | None, code: int, e
 
 
 def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
+    """The CPU as compress detects it: model, ISA class and the flags its kernels use."""
+    from compress.hardware import detect
+
+    cpu = detect().cpu
+    return f"{cpu.model} ({cpu.isa_class}; {', '.join(sorted(cpu.features))})"
 
 
 class _nothing:
